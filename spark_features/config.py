@@ -128,7 +128,8 @@ def _build(cls: type[Any], data: Any, prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = prefix + name
-        default = known[name].default_factory() if callable(known[name].default_factory) else known[name].default
+        spec = known[name]
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default  # type: ignore[misc]
         if hasattr(default, "__dataclass_fields__"):
             kwargs[name] = _build(type(default), value or {}, key + ".")
         else:

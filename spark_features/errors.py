@@ -29,9 +29,7 @@ class ValidationError(SparkFeaturesError):
     def __init__(self, view: str, column: str, rule: str, count: int, samples: list[str]) -> None:
         self.view, self.column, self.rule, self.count, self.samples = view, column, rule, count, samples
         shown = "; ".join(samples) if samples else "-"
-        super().__init__(
-            f"view {view!r}: column {column!r} breaks rule {rule!r} in {count} row(s); samples: {shown}"
-        )
+        super().__init__(f"view {view!r}: column {column!r} breaks rule {rule!r} in {count} row(s); samples: {shown}")
 
 
 class VersionConflictError(SparkFeaturesError):

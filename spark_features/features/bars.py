@@ -49,9 +49,7 @@ def _unit_uniform(seed: int, salt: int) -> Column:
     return (F.abs(bits % F.lit(1 << 30)).cast("double") + F.lit(0.5)) / F.lit(float(1 << 30))
 
 
-def generate_bars(
-    spark: SparkSession, symbols: int, start: datetime, end: datetime, seed: int = 7
-) -> DataFrame:
+def generate_bars(spark: SparkSession, symbols: int, start: datetime, end: datetime, seed: int = 7) -> DataFrame:
     """Deterministic 1-minute OHLCV bars for ``symbols`` symbols over ``[start, end)``.
 
     A geometric random walk per symbol (Box-Muller normals from hashes of seed, symbol and minute, so
@@ -97,9 +95,9 @@ def generate_bars(
 def resample(bars: DataFrame, timeframe: str) -> DataFrame:
     """Aggregate 1-minute bars into ``timeframe`` bars aligned to UTC epoch multiples."""
     seconds = timeframe_seconds(timeframe)
-    bucket = F.timestamp_seconds(
-        F.floor(F.unix_seconds(F.col("event_timestamp")) / seconds) * seconds
-    ).alias("event_timestamp")
+    bucket = F.timestamp_seconds(F.floor(F.unix_seconds(F.col("event_timestamp")) / seconds) * seconds).alias(
+        "event_timestamp"
+    )
     return (
         bars.filter(F.col("timeframe") == "1m")
         .groupBy("symbol", bucket)

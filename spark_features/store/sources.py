@@ -12,7 +12,6 @@ from pyspark.sql import functions as F
 from spark_features.errors import ValidationError
 from spark_features.features.bars import BAR_SCHEMA
 from spark_features.features.base import EVENT_DATE, EVENT_TS
-from spark_features.store import fs
 from spark_features.timeutil import lit_ts
 
 
@@ -46,9 +45,12 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     except AnalysisException as exc:
         if "NANOS" in str(exc):
             raise ValidationError(
-                path, "*", "Parquet TIMESTAMP(NANOS) is not readable by Spark; rewrite with "
+                path,
+                "*",
+                "Parquet TIMESTAMP(NANOS) is not readable by Spark; rewrite with "
                 "pyarrow.parquet.write_table(..., coerce_timestamps='us') or pandas to_parquet(coerce_timestamps='us')",
-                0, [],
+                0,
+                [],
             ) from exc
         raise
 

@@ -155,7 +155,12 @@ def write_delta(
 
 
 def write_parquet(
-    spark: SparkSession, view: FeatureView, uri: str, df: DataFrame, start: datetime, end: datetime,
+    spark: SparkSession,
+    view: FeatureView,
+    uri: str,
+    df: DataFrame,
+    start: datetime,
+    end: datetime,
     run: dict[str, Any],
 ) -> None:
     """Replace ``[start, end)`` in a Parquet table by dynamic partition overwrite.
