@@ -99,3 +99,19 @@ def build_session(config: Config) -> SparkSession:
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def fetch_jars() -> None:
+    """Resolve the JVM packages into Spark's Ivy cache by starting and stopping a tiny session."""
+    from spark_features.config import SparkConfig
+
+    session = build_session(Config(spark=SparkConfig(master="local[1]", shuffle_partitions=1)))
+    session.range(1).count()
+    session.stop()
+    print("jars ready: " + ", ".join(jvm_packages()))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--fetch-jars"]:
+        raise SystemExit("usage: python -m spark_features.session --fetch-jars")
+    fetch_jars()

@@ -67,8 +67,10 @@ def compute_trend(bars: DataFrame, sma_window: int, rsi_window: int) -> DataFram
 
 def compute_range(bars: DataFrame, window: int) -> DataFrame:
     prev_close = F.lag("close").over(_series())
-    true_range = F.greatest(
-        F.col("high") - F.col("low"), F.abs(F.col("high") - prev_close), F.abs(F.col("low") - prev_close)
+    # F.greatest skips nulls, so the first bar (no previous close) must be null explicitly
+    true_range = F.when(
+        prev_close.isNotNull(),
+        F.greatest(F.col("high") - F.col("low"), F.abs(F.col("high") - prev_close), F.abs(F.col("low") - prev_close)),
     )
     with_tr = bars.withColumn("true_range", true_range)
     atr = F.avg("true_range").over(_last(window))
