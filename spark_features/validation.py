@@ -1,9 +1,9 @@
 """Bad-input rules, checked before anything is written.
 
 The schema rules are checked on the DataFrame's schema (no Spark job). The row rules run as one
-Spark job: a group-by on (keys, event_timestamp[, created_timestamp]) that counts duplicates and
-sums per-row rule flags, then a global sum. Only when a rule fails does a second, small job fetch up
-to five sample keys for the message.
+narrow aggregate (per-row rule flags, count, time range; no shuffle), and duplicates as a group-by
+on a 64-bit hash of the row identity. Only when a rule fails do small jobs fetch up to five sample
+keys for the message.
 """
 
 from __future__ import annotations
@@ -61,6 +61,25 @@ def _row_rules(view: FeatureView, now: datetime) -> dict[tuple[str, str], Column
     return rules
 
 
+def _check_duplicates(view: FeatureView, df: DataFrame) -> None:
+    """Exact duplicate detection that shuffles one 64-bit hash per row instead of whole rows: rows
+    whose identity hash occurs more than once are candidates, and only those are compared exactly."""
+    identity = [*view.entity_keys, EVENT_TS] + ([CREATED_TS] if view.has_created_timestamp else [])
+    hashed = df.withColumn("_identity_hash", F.xxhash64(*identity))
+    repeated = hashed.groupBy("_identity_hash").count().filter(F.col("count") > 1).select("_identity_hash")
+    if repeated.isEmpty():
+        return
+    candidates = hashed.join(repeated, on="_identity_hash", how="left_semi")
+    dupes = candidates.groupBy(*identity).count().filter(F.col("count") > 1)
+    stats = dupes.agg(F.count(F.lit(1)).alias("groups"), F.sum("count").alias("rows")).first()
+    if stats is None or not stats["groups"]:
+        return  # hash collisions only
+    rule = f"duplicate ({', '.join(identity)})" + (
+        "" if view.has_created_timestamp else " without a created_timestamp tie-breaker"
+    )
+    raise ValidationError(view.name, ",".join(identity), rule, int(stats["rows"]), _samples(view, dupes))
+
+
 def _samples(view: FeatureView, df: DataFrame) -> list[str]:
     identity = [*view.entity_keys, EVENT_TS]
     rows = df.select(*identity).limit(SAMPLES).collect()
@@ -88,16 +107,12 @@ def check_rows(
         start, end = bounds
         outside = (F.col(EVENT_TS) < lit_ts(start)) | (F.col(EVENT_TS) >= lit_ts(end))
         rules[(EVENT_TS, f"outside the write range [{start.isoformat()}, {end.isoformat()})")] = outside
-    identity = [*view.entity_keys, EVENT_TS] + ([CREATED_TS] if view.has_created_timestamp else [])
-    flags = [F.sum(F.when(cond, 1).otherwise(0)).alias(f"r{i}") for i, cond in enumerate(rules.values())]
-    per_identity = df.groupBy(*identity).agg(F.count(F.lit(1)).alias("n"), *flags)
-    # event_timestamp is a grouping column, so min/max over groups equal min/max over rows
-    totals = per_identity.agg(
-        F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
-        F.coalesce(F.sum(F.when(F.col("n") > 1, F.col("n"))), F.lit(0)).alias("duplicates"),
+    flags = [F.count(F.when(cond, 1)).alias(f"r{i}") for i, cond in enumerate(rules.values())]
+    totals = df.agg(
+        F.count(F.lit(1)).alias("rows"),
         F.min(micros(EVENT_TS)).alias("min_ts"),
         F.max(micros(EVENT_TS)).alias("max_ts"),
-        *[F.coalesce(F.sum(f"r{i}"), F.lit(0)).alias(f"r{i}") for i in range(len(rules))],
+        *flags,
     ).first()
     assert totals is not None  # a global aggregate always returns one row
     if totals["rows"] == 0 and not allow_empty:
@@ -105,10 +120,5 @@ def check_rows(
     for i, ((column, rule), cond) in enumerate(rules.items()):
         if totals[f"r{i}"]:
             raise ValidationError(view.name, column, rule, totals[f"r{i}"], _samples(view, df.filter(cond)))
-    if totals["duplicates"]:
-        dupes = df.groupBy(*identity).count().filter(F.col("count") > 1)
-        rule = f"duplicate ({', '.join(identity)})" + (
-            "" if view.has_created_timestamp else " without a created_timestamp tie-breaker"
-        )
-        raise ValidationError(view.name, ",".join(identity), rule, totals["duplicates"], _samples(view, dupes))
+    _check_duplicates(view, df)
     return RowStats(int(totals["rows"]), from_micros(totals["min_ts"]), from_micros(totals["max_ts"]))
