@@ -4,15 +4,15 @@ so a notebook can call the same thing the ``jobs/*.py`` entries run."""
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_features.backfill import backfill_chunk
+from spark_features.backfill import CHUNK_SIZES, plan_chunks, run_chunks
 from spark_features.config import Config
+from spark_features.errors import DefinitionError
 from spark_features.features import DEFAULT_TIMEFRAMES, get_features
 from spark_features.features.bars import generate_bars
 from spark_features.features.base import EVENT_TS, FeatureView
@@ -40,16 +40,23 @@ def run_backfill(
     end: datetime,
     feature_names: list[str] | None = None,
     timeframes: tuple[str, ...] = DEFAULT_TIMEFRAMES,
+    chunk: str = "1d",
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Chunked, resumable backfill of ``[start, end)`` from the configured bars source."""
+    if chunk not in CHUNK_SIZES:
+        raise DefinitionError(f"unknown chunk size {chunk!r}; use one of {sorted(CHUNK_SIZES)}")
     features = get_features(feature_names)
     repo = FeatureStoreSaveRepository.from_config(spark, config)
-    began = time.monotonic()
-    result = backfill_chunk(spark, repo, config.resolve(config.sources.bars), features, timeframes, start, end)
+    chunks = plan_chunks(start, end, CHUNK_SIZES[chunk])
+    report = run_chunks(spark, repo, config.resolve(config.sources.bars), features, timeframes, chunks, force)
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
-        "rows_written": result.rows,
-        "seconds": round(time.monotonic() - began, 1),
+        "chunks": report.chunks,
+        "chunks_skipped": report.skipped,
+        "rows_written": report.rows_written,
+        "seconds": report.seconds,
         "views": [view_summary(spark, config, f.view) for f in features],
     }
 

@@ -27,6 +27,14 @@ def list_dirs(spark: SparkSession, uri: str) -> list[str]:
     return sorted(str(s.getPath().getName()) for s in fs.listStatus(path) if s.isDirectory())
 
 
+def list_files(spark: SparkSession, uri: str) -> list[str]:
+    """Names of the files directly under ``uri`` (empty when it does not exist)."""
+    fs, path = _path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(str(s.getPath().getName()) for s in fs.listStatus(path) if s.isFile())
+
+
 def read_text(spark: SparkSession, uri: str) -> str | None:
     fs, path = _path(spark, uri)
     if not fs.exists(path):
