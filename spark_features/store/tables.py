@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from spark_features.errors import FeatureNotFoundError, VersionConflictError
-from spark_features.features.base import EVENT_DATE, EVENT_TS, FeatureView
+from spark_features.features.base import EVENT_DATE, EVENT_TS, NAME_RULE, VERSION_RULE, FeatureView
 from spark_features.store import fs
 from spark_features.timeutil import lit_ts
 
@@ -85,9 +85,14 @@ def check_version(view: FeatureView, info: dict[str, str] | None, uri: str) -> N
         )
 
 
+def stored_view_names(spark: SparkSession, root: str) -> list[str]:
+    """Names of the views under ``root`` (the ``_ledger`` and other non-view directories skipped)."""
+    return [name for name in fs.list_dirs(spark, root) if NAME_RULE.match(name)]
+
+
 def stored_versions(spark: SparkSession, root: str, view: str) -> list[str]:
     dirs = fs.list_dirs(spark, f"{root.rstrip('/')}/{view}")
-    versions = [d[1:] for d in dirs if d.startswith("v")]
+    versions = [d[1:] for d in dirs if d.startswith("v") and VERSION_RULE.match(d[1:])]
     return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
