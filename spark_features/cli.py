@@ -50,6 +50,8 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> object:
         parse_utc(args.end),
         _csv(args.features) if args.features else None,
         tuple(_csv(args.timeframes)),
+        args.chunk,
+        args.force,
     )
 
 
@@ -74,6 +76,37 @@ def cmd_quickstart(args: argparse.Namespace, config: Config) -> object:
     from spark_features.pipelines import quickstart
 
     return quickstart(_session(config), config, args.symbols, args.days)
+
+
+def cmd_training_set(args: argparse.Namespace, config: Config) -> object:
+    from spark_features.fetch.repository import write_training_set
+
+    return write_training_set(
+        _session(config),
+        config,
+        args.entities,
+        _csv(args.features),
+        args.output,
+        args.full_feature_names,
+        args.known_at,
+    )
+
+
+def cmd_materialize(args: argparse.Namespace, config: Config) -> object:
+    from dataclasses import asdict
+
+    from spark_features.online import materialize, resolve_views
+
+    spark = _session(config)
+    views = resolve_views(spark, config, _csv(args.views)) if args.views else None
+    return [asdict(r) for r in materialize(spark, config, views, parse_utc(args.start), parse_utc(args.end))]
+
+
+def cmd_online(args: argparse.Namespace, config: Config) -> object:
+    # No Spark session here: an online read goes through Feast's registry and online store only.
+    from spark_features.online import online_lookup
+
+    return online_lookup(config, args.entity, _csv(args.features) if args.features else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True)
     p.add_argument("--features", help="comma-separated feature view names (default: all)")
     p.add_argument("--timeframes", default="1m,5m,1h")
+    p.add_argument("--chunk", default="1d", choices=["1d", "7d", "30d"], help="chunk size (default 1d)")
+    p.add_argument("--force", action="store_true", help="recompute chunks the ledger marks as done")
     p.set_defaults(run=cmd_backfill)
 
     p = sub.add_parser("ingest", parents=[common], help="store a Parquet/CSV/Delta file of features computed elsewhere")
@@ -113,12 +148,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nan", action="store_true")
     p.add_argument("--input", required=True)
     p.set_defaults(run=cmd_ingest)
+
+    p = sub.add_parser("training-set", parents=[common], help="point-in-time training set: entities -> Parquet")
+    p.add_argument("--entities", required=True, help="Parquet or CSV with the join keys and event_timestamp")
+    p.add_argument("--features", required=True, help="VIEW:FEATURE[,VIEW:FEATURE...]")
+    p.add_argument("--output", required=True, help="Parquet output path")
+    p.add_argument("--full-feature-names", action="store_true", help="name columns <view>_v<version>__<feature>")
+    p.add_argument("--known-at", action="store_true", help="only rows created at or before each entity time")
+    p.set_defaults(run=cmd_training_set)
+
+    p = sub.add_parser("materialize", parents=[common], help="latest row per entity in (start, end] -> online store")
+    p.add_argument("--start", required=True, help="exclusive; YYYY-MM-DD or ISO timestamp (UTC)")
+    p.add_argument("--end", required=True, help="inclusive")
+    p.add_argument("--views", help="comma-separated view names or Feast names (default: every stored view)")
+    p.set_defaults(run=cmd_materialize)
+
+    p = sub.add_parser("online", parents=[common], help="online feature values as JSON (no Spark)")
+    p.add_argument("--entity", required=True, action="append", help="KEY=VALUE[,KEY=VALUE...]; repeatable")
+    p.add_argument("--features", help="VIEW:FEATURE[,...] (default: every view keyed by the given keys)")
+    p.set_defaults(run=cmd_online)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # PySpark configures the root logger on import, so this package's logger gets its own handler
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace, Config], object] = args.run
     try:

@@ -100,11 +100,35 @@ def view_summary(spark: SparkSession, config: Config, view: FeatureView) -> dict
 
 
 def quickstart(spark: SparkSession, config: Config, symbols: int = 20, days: int = 30) -> dict[str, Any]:
-    """The main job on the embedded default: sample bars, every example feature stored."""
+    """The main job on the embedded default: sample bars -> every example feature stored -> a small
+    point-in-time training set -> materialize to the online store -> online reads of a few entities."""
+    from spark_features.feast_provider import feature_store
+    from spark_features.fetch.repository import FeatureStoreFetchRepository
+    from spark_features.online import get_online, materialize
+
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     log.info("generating %d symbols x %d days of 1-minute bars", symbols, days)
     bars = generate_sample_bars(spark, config, symbols, start, end)
     log.info("computing and storing every example feature")
-    backfill = run_backfill(spark, config, start, end)
-    return {"bars": bars, "backfill": backfill}
+    backfill = run_backfill(spark, config, start, end, chunk="7d")
+    log.info("building a point-in-time training set")
+    asked = [(f"SYM{i:04d}", tf, end - timedelta(hours=h)) for i in range(3) for tf in ("5m", "1h") for h in (1, 30)]
+    entities = spark.createDataFrame(asked, "symbol string, timeframe string, event_timestamp timestamp")
+    refs = ["returns:log_return", "returns:volatility_20", "trend:rsi_14", "bar_range:atr_14", "volume:vwap_20"]
+    training = FeatureStoreFetchRepository.from_config(spark, config).training_set(entities, refs)
+    sample = [
+        {k: (str(v) if isinstance(v, datetime) else v) for k, v in row.asDict().items()}
+        for row in training.orderBy("symbol", "timeframe", "event_timestamp").limit(4).collect()
+    ]
+    log.info("materializing (%s, %s] into the online store", start.isoformat(), end.isoformat())
+    writes = materialize(spark, config, None, start, end)
+    rows = [{"symbol": f"SYM{i:04d}", "timeframe": "1h"} for i in range(3)]
+    online = get_online(feature_store(config), rows, refs)
+    return {
+        "bars": bars,
+        "backfill": backfill,
+        "training_set_sample": sample,
+        "materialized": [{"view": w.feast_view, "entities": w.entities, "written": w.written} for w in writes],
+        "online": online,
+    }
