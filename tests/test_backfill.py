@@ -77,9 +77,7 @@ def test_chunked_backfill_equals_one_shot_and_resumes(spark: SparkSession, tmp_p
 
 
 @pytest.mark.slow
-def test_backfill_killed_with_sigkill_is_completed_exactly(
-    spark: SparkSession, tmp_path: Path, bars_path: str
-) -> None:
+def test_backfill_killed_with_sigkill_is_completed_exactly(spark: SparkSession, tmp_path: Path, bars_path: str) -> None:
     conf = tmp_path / "conf" / "kill.yaml"
     conf.parent.mkdir()
     conf.write_text(
@@ -91,7 +89,9 @@ def test_backfill_killed_with_sigkill_is_completed_exactly(
                "--start", start.isoformat(), "--end", end.isoformat(), "--chunk", "1d"]  # fmt: skip
     ledger = tmp_path / "offline" / "_ledger"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and victim.poll() is None:
         if len(list(ledger.glob("*/*/*.json"))) >= 2:  # mid-way: some views of some chunk recorded

@@ -91,7 +91,11 @@ def test_backfill_on_the_cluster_equals_local_mode(
     bars = str(tmp_path / "bars")
     write_bars(generate_bars(spark, 2, D0, D0 + timedelta(days=2), seed=5), bars)
     start, end = (D0 + timedelta(hours=6)).isoformat(), (D0 + timedelta(days=2)).isoformat()
-    root = str(tmp_path / "cluster-offline") if where == "local-root" else f"s3a://{s3_server.bucket}/cluster-{os.getpid()}"
+    root = (
+        str(tmp_path / "cluster-offline")
+        if where == "local-root"
+        else f"s3a://{s3_server.bucket}/cluster-{os.getpid()}"
+    )
     conf = write_conf(tmp_path / "conf" / "cluster.yaml", root, bars, s3_server.endpoint)
     submit(cluster, conf, "backfill", "--start", start, "--end", end, "--chunk", "1d")
     local = Config(

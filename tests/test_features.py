@@ -114,7 +114,9 @@ def test_generator_is_deterministic_and_plausible(spark: SparkSession) -> None:
     assert first.agg(checksum).first()[0] == again.agg(checksum).first()[0]  # type: ignore[index]
     assert generate_bars(spark, 3, start, end, seed=12).agg(checksum).first() != first.agg(checksum).first()
     bad = first.filter(
-        (F.col("low") > F.least("open", "close")) | (F.col("high") < F.greatest("open", "close")) | (F.col("volume") < 0)
+        (F.col("low") > F.least("open", "close"))
+        | (F.col("high") < F.greatest("open", "close"))
+        | (F.col("volume") < 0)
     )
     assert bad.count() == 0
     assert multi_timeframe(first, ("1m", "5m", "1h")).groupBy("timeframe").count().count() == 3

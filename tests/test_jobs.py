@@ -59,14 +59,38 @@ def test_spark_submit_runs_a_job_from_another_directory(tmp_path: Path) -> None:
     conf = conf_file(tmp_path)
     env = {**os.environ, "SPARK_FEATURES_CONF": str(conf)}
     dry = subprocess.run(
-        [str(PROJECT_ROOT / "spark-submit.sh"), "--dry-run", "generate-bars", "--start", "2024-01-01", "--end", "2024-01-02"],
-        cwd="/", env=env, capture_output=True, text=True, check=True,
+        [
+            str(PROJECT_ROOT / "spark-submit.sh"),
+            "--dry-run",
+            "generate-bars",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-02",
+        ],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "--packages io.delta:delta-spark_" in dry.stderr and "jobs/generate_bars.py" in dry.stderr
     run = subprocess.run(
-        [str(PROJECT_ROOT / "spark-submit.sh"), "generate-bars", "--symbols", "2", "--start", "2024-01-01",
-         "--end", "2024-01-01T06:00:00"],
-        cwd="/", env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(PROJECT_ROOT / "spark-submit.sh"),
+            "generate-bars",
+            "--symbols",
+            "2",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-01T06:00:00",
+        ],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "data" / "bars" / "_delta_log").is_dir()

@@ -19,8 +19,12 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SPARK_FEATURES_CONF", str(conf))
     monkeypatch.delenv("SPARK_FEATURES_OFFLINE_ROOT", raising=False)
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"
+    ]
     assert not errors
     assert (tmp_path / "rsi.png").stat().st_size > 1000
     assert (tmp_path / "data" / "offline" / "trend" / "v1.0.0" / "_delta_log").is_dir()

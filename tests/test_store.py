@@ -11,7 +11,7 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from spark_features.errors import VersionConflictError
 from spark_features.features.base import FeatureView
@@ -33,11 +33,7 @@ SCHEMA = VIEW.stored_schema
 
 def frame(spark: SparkSession, days: int, price: float = 1.0, symbols: tuple[str, ...] = ("A", "B")) -> DataFrame:
     """Hourly rows for ``days`` days starting at DAY."""
-    rows = [
-        (s, DAY + timedelta(hours=h), price + h, h)
-        for s in symbols
-        for h in range(24 * days)
-    ]
+    rows = [(s, DAY + timedelta(hours=h), price + h, h) for s in symbols for h in range(24 * days)]
     return spark.createDataFrame(rows, SCHEMA)
 
 
@@ -64,7 +60,9 @@ def test_round_trip(repo: FeatureStoreSaveRepository, spark: SparkSession) -> No
     assert partitions == {"event_date=2024-05-01", "event_date=2024-05-02"}
 
 
-def test_rewriting_a_range_replaces_values_and_keeps_counts(repo: FeatureStoreSaveRepository, spark: SparkSession) -> None:
+def test_rewriting_a_range_replaces_values_and_keeps_counts(
+    repo: FeatureStoreSaveRepository, spark: SparkSession
+) -> None:
     repo.write(VIEW, frame(spark, 3, price=1.0))
     repo.write(VIEW, frame(spark, 3, price=1.0))
     assert stored(repo).count() == 144
@@ -73,7 +71,9 @@ def test_rewriting_a_range_replaces_values_and_keeps_counts(repo: FeatureStoreSa
     assert stored(repo).agg(F.min("price")).first()[0] == 50.0  # type: ignore[index]
 
 
-def test_partial_range_rewrite_leaves_other_rows_untouched(repo: FeatureStoreSaveRepository, spark: SparkSession) -> None:
+def test_partial_range_rewrite_leaves_other_rows_untouched(
+    repo: FeatureStoreSaveRepository, spark: SparkSession
+) -> None:
     repo.write(VIEW, frame(spark, 3, price=1.0))
     start, end = DAY + timedelta(days=1, hours=6), DAY + timedelta(days=1, hours=18)
     window = (F.col("event_timestamp") >= F.lit(start)) & (F.col("event_timestamp") < F.lit(end))
@@ -100,7 +100,9 @@ def test_empty_input_deletes_nothing_unless_asked(repo: FeatureStoreSaveReposito
     assert stored(repo).agg(F.min("event_timestamp")).first()[0] >= DAY.replace(tzinfo=None) + timedelta(days=1)  # type: ignore[index]
 
 
-def test_changed_definition_under_same_version_is_refused(repo: FeatureStoreSaveRepository, spark: SparkSession) -> None:
+def test_changed_definition_under_same_version_is_refused(
+    repo: FeatureStoreSaveRepository, spark: SparkSession
+) -> None:
     repo.write(VIEW, frame(spark, 1))
     changed = FeatureView(**{**VIEW.__dict__, "ttl": timedelta(hours=2), "definition_hash": ""})
     with pytest.raises(VersionConflictError, match="bump the version"):
@@ -164,7 +166,9 @@ def test_s3a_root_round_trip_and_rewrite(spark: SparkSession, s3_server: S3Serve
     assert after.count() == 96
     assert after.filter(F.col("event_timestamp") < F.lit(DAY + timedelta(days=1))).agg(F.min("price")).first()[0] == 9.0  # type: ignore[index]
     assert load_view(spark, root, "prices") == VIEW
-    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="store-test/")["Contents"]]
+    keys = [
+        o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix="store-test/")["Contents"]
+    ]
     assert any("event_date=2024-05-02" in k for k in keys)
     parquet = FeatureStoreSaveRepository(spark, root + "-pq", "parquet", S3Config(endpoint=s3_server.endpoint))
     parquet.write(VIEW, data)

@@ -19,7 +19,7 @@ from spark_features.errors import DefinitionError, ValidationError
 from spark_features.features.base import FeatureView
 from spark_features.store import FeatureStoreSaveRepository
 from spark_features.store.sources import read_input
-from tests.test_store import DAY, SCHEMA, VIEW, frame
+from tests.test_store import DAY, VIEW, frame
 
 
 def good(spark: SparkSession) -> DataFrame:
@@ -43,7 +43,13 @@ CASES: list[tuple[str, Callable[[DataFrame], DataFrame], str, str, int | None]] 
         "timezone-naive",
         None,
     ),
-    ("duplicate rows", lambda df: df.unionByName(df.filter(F.col("trades") < 2)), "symbol,event_timestamp", "duplicate", 28),
+    (
+        "duplicate rows",
+        lambda df: df.unionByName(df.filter(F.col("trades") < 2)),
+        "symbol,event_timestamp",
+        "duplicate",
+        28,
+    ),
     (
         "NaN",
         lambda df: df.withColumn("price", F.when(F.col("trades") == 5, F.lit(float("nan"))).otherwise(F.col("price"))),
@@ -62,7 +68,9 @@ CASES: list[tuple[str, Callable[[DataFrame], DataFrame], str, str, int | None]] 
         "future timestamp",
         lambda df: df.withColumn(
             "event_timestamp",
-            F.when(F.col("trades") == 0, F.lit(datetime.now(UTC) + timedelta(days=3))).otherwise(F.col("event_timestamp")),
+            F.when(F.col("trades") == 0, F.lit(datetime.now(UTC) + timedelta(days=3))).otherwise(
+                F.col("event_timestamp")
+            ),
         ),
         "event_timestamp",
         "in the future",
@@ -126,7 +134,11 @@ def test_unsafe_names_are_refused(name: str) -> None:
 
 def test_nanosecond_parquet_is_explained(spark: SparkSession, tmp_path: Path) -> None:
     path = tmp_path / "nanos.parquet"
-    table = pa.Table.from_pandas(pd.DataFrame({"symbol": ["A"], "event_timestamp": [pd.Timestamp("2024-01-01", tz="UTC")]}))
-    pq.write_table(table.cast(pa.schema([("symbol", pa.string()), ("event_timestamp", pa.timestamp("ns", "UTC"))])), path)
+    table = pa.Table.from_pandas(
+        pd.DataFrame({"symbol": ["A"], "event_timestamp": [pd.Timestamp("2024-01-01", tz="UTC")]})
+    )
+    pq.write_table(
+        table.cast(pa.schema([("symbol", pa.string()), ("event_timestamp", pa.timestamp("ns", "UTC"))])), path
+    )
     with pytest.raises(ValidationError, match="coerce_timestamps='us'"):
         read_input(spark, str(path)).collect()
