@@ -194,6 +194,17 @@ def test_skewed_keys(spark: SparkSession, tmp_path: Path, buckets: int | None) -
     assert fetch(spark, tmp_path, None)._buckets(stats, t(0), t(1)).count > 2  # skew detected
 
 
+def test_integer_keys_of_other_widths_are_compared_as_long(spark: SparkSession, tmp_path: Path) -> None:
+    ids = FeatureView("ids", "1.0.0", ("id",), schema(("x", DoubleType())), StructType([StructField("id", LongType())]))
+    store(spark, tmp_path, ids, [(7, t(0), 1.5), (8, t(0), 2.5)])
+    entity = spark.createDataFrame([(7, t(1)), (9, t(1))], "id int, event_timestamp timestamp")
+    expected = spark.createDataFrame([(7, t(1), 1.5), (9, t(1), None)], "id int, event_timestamp timestamp, x double")
+    check(fetch(spark, tmp_path).training_set(entity, ["ids:x"]), expected)  # the entity's int column is kept
+    as_text = spark.createDataFrame([("7", t(1))], "id string, event_timestamp timestamp")
+    with pytest.raises(ValidationError, match=r"'id'.*string != bigint"):
+        fetch(spark, tmp_path).training_set(as_text, ["ids:x"])
+
+
 def test_versions_and_latest(spark: SparkSession, prices: Path) -> None:
     newer = replace(PRICES, version="2.0.0", definition_hash="")
     store(spark, prices, newer, [("A", t(0), t(0), 100.0, 1)])

@@ -80,17 +80,17 @@ class TimeBuckets:
         return F.greatest(F.least(index, F.lit(self.count - 1)), F.lit(-self.count)).cast("int")
 
 
-def join_types(entity: DataFrame, lookups: Sequence[Lookup]) -> dict[str, Keys]:
+def join_types(entity: DataFrame, views: Sequence[FeatureView]) -> dict[str, Keys]:
     """Per view, its join keys with the type both sides are compared in; raises ``ValidationError``
     naming a missing or incomparable key column of the entity frame."""
     actual = {f.name: f.dataType for f in entity.schema.fields}
     out: dict[str, Keys] = {}
-    for lookup in lookups:
+    for view in views:
         keys: list[tuple[str, DataType]] = []
-        for field in lookup.view.key_types.fields:
+        for field in view.key_types.fields:
             got = actual.get(field.name)
             if got is None:
-                rule = f"missing join key column of view {lookup.view.name!r}"
+                rule = f"missing join key column of view {view.name!r}"
                 raise ValidationError(ENTITY_FRAME, field.name, rule, 0, [])
             if got == field.dataType:
                 keys.append((field.name, got))
@@ -98,9 +98,9 @@ def join_types(entity: DataFrame, lookups: Sequence[Lookup]) -> dict[str, Keys]:
                 keys.append((field.name, LongType()))
             else:
                 types = f"{got.simpleString()} != {field.dataType.simpleString()}"
-                rule = f"join key type {types} in view {lookup.view.name!r}"
+                rule = f"join key type {types} in view {view.name!r}"
                 raise ValidationError(ENTITY_FRAME, field.name, rule, 0, [])
-        out[lookup.view.name] = tuple(keys)
+        out[view.name] = tuple(keys)
     return out
 
 
@@ -110,7 +110,7 @@ def asof_join(
     """The entity rows, unchanged and one output row per input row, followed by the requested
     features (in ``lookups`` order). Views sharing join keys (names and types) share one pass."""
     buckets = buckets or TimeBuckets()
-    types = join_types(entity, lookups)
+    types = join_types(entity, [lookup.view for lookup in lookups])
     groups: dict[Keys, list[Lookup]] = {}
     for lookup in lookups:
         groups.setdefault(tuple(sorted(types[lookup.view.name])), []).append(lookup)

@@ -20,7 +20,7 @@ from pyspark.sql.types import TimestampNTZType, TimestampType
 from spark_features.config import Config
 from spark_features.errors import DefinitionError, FeatureNotFoundError, ValidationError
 from spark_features.features.base import CREATED_TS, EVENT_DATE, EVENT_TS, FeatureView, parse_feast_name
-from spark_features.fetch.asof import ENTITY_FRAME, PREFIX, Lookup, TimeBuckets, asof_join
+from spark_features.fetch.asof import ENTITY_FRAME, PREFIX, Lookup, TimeBuckets, asof_join, join_types
 from spark_features.fetch.latest import latest_per_entity
 from spark_features.store import tables
 from spark_features.store.sources import read_input
@@ -123,11 +123,7 @@ class FeatureStoreFetchRepository:
         _check_entity_columns(entity_df, [name for _, _, name in resolved])
         views = list(dict.fromkeys(view for view, _, _ in resolved))
         coarsest = min((view.entity_keys for view in views), key=len)
-        for view in views:
-            missing = [k for k in view.entity_keys if k not in entity_df.columns]
-            if missing:
-                rule = f"missing join key column of view {view.name!r}"
-                raise ValidationError(ENTITY_FRAME, ",".join(missing), rule, len(missing), [])
+        join_types(entity_df, views)  # names a missing or incomparable key column before any job runs
         stats = _entity_stats(entity_df, coarsest)
         first, last = from_micros(stats["lo"]), from_micros(stats["hi"])
         lookups = []
