@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from spark_features.config import Config, OfflineConfig, S3Config, SourcesConfig, SparkConfig
 from spark_features.features import ALL_FEATURES
 from spark_features.features.bars import generate_bars
+from spark_features.fetch.repository import FeatureStoreFetchRepository
 from spark_features.pipelines import run_backfill
 from spark_features.store.sources import write_bars
 from spark_features.store.tables import read_table, table_uri
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow
 SPARK_HOME = Path(pyspark.__file__).parent
 D0 = datetime(2024, 7, 1, tzinfo=UTC)
 ORDER = ["symbol", "timeframe", "event_timestamp"]
+FEATURES = ["returns:log_return", "returns:volatility_20", "trend:rsi_14", "volume:vwap_20"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def submit(cluster: str, conf: Path, *job: str) -> None:
 
 
 @pytest.mark.parametrize("where", ["local-root", "s3a-root"])
-def test_backfill_on_the_cluster_equals_local_mode(
+def test_backfill_and_training_set_on_the_cluster_equal_local_mode(
     spark: SparkSession, cluster: str, s3_server: S3Server, tmp_path: Path, where: str
 ) -> None:
     bars = str(tmp_path / "bars")
@@ -110,3 +112,26 @@ def test_backfill_on_the_cluster_equals_local_mode(
         ours = read_table(spark, table_uri(root, feature.name, feature.view.version)).drop("event_date")
         reference = read_table(spark, table_uri(local.offline_root, feature.name, feature.view.version))
         assert_df_equality(ours.orderBy(*ORDER), reference.drop("event_date").orderBy(*ORDER))
+
+    # training set: the same entity rows (with a label) against the cluster's and the local store
+    entities = str(tmp_path / "entities.parquet")
+    spark.createDataFrame(
+        [
+            (symbol, timeframe, D0 + timedelta(hours=hours, minutes=minutes), float(i))
+            for i, (symbol, timeframe, hours, minutes) in enumerate(
+                (s, tf, h, m)
+                for s in ("SYM0000", "SYM0001", "NOPE")
+                for tf in ("5m", "1h")
+                for h in (5, 12, 30, 47)
+                for m in (0, 7, 59)
+            )
+        ],
+        "symbol string, timeframe string, event_timestamp timestamp, label double",
+    ).write.parquet(entities)
+    output = str(tmp_path / "training-set")
+    submit(cluster, conf, "training-set", "--entities", entities, "--features", ",".join(FEATURES), "--output", output)
+    fetch = FeatureStoreFetchRepository.from_config(spark, local)
+    reference = fetch.training_set(spark.read.parquet(entities), FEATURES)
+    ours = spark.read.parquet(output)
+    assert reference.filter("log_return IS NOT NULL").count() > 20  # the features were found
+    assert_df_equality(ours.orderBy(*ORDER, "label"), reference.orderBy(*ORDER, "label"), ignore_nullable=True)

@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from delta.exceptions import DeltaConcurrentModificationException
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
@@ -110,7 +109,7 @@ class FeatureStoreSaveRepository:
             return
         try:
             tables.write_delta(self.spark, view, uri, df, tables.range_predicate(*bounds), run)
-        except DeltaConcurrentModificationException as exc:
+        except tables.COMMIT_CONFLICTS as exc:
             raise WriteConflictError(
                 f"view {view.name!r} v{view.version}: another writer committed to {uri} in "
                 f"[{bounds[0].isoformat()}, {bounds[1].isoformat()}) first; nothing was written, retry: {exc}"

@@ -13,7 +13,18 @@ from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import version as installed_version
 from typing import Any
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -25,6 +36,17 @@ from spark_features.timeutil import lit_ts
 
 PREFIX = "spark_features."
 SIDECAR = "_spark_features.json"
+# Delta's commit conflicts. In delta-spark 4 these Python classes no longer share a base class.
+COMMIT_CONFLICTS = (
+    DeltaConcurrentModificationException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+)
 
 
 def code_version() -> str:
@@ -141,6 +163,21 @@ def write_delta(
     spark: SparkSession, view: FeatureView, uri: str, df: DataFrame, predicate: str, run: dict[str, Any]
 ) -> None:
     """Atomically replace the rows matching ``predicate`` with ``df`` (one Delta commit)."""
+    if not DeltaTable.isDeltaTable(spark, uri):
+        _create_delta(spark, view, uri)
+    (
+        prepare(view, df)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("userMetadata", json.dumps(run, sort_keys=True))
+        .save(uri)
+    )
+
+
+def _create_delta(spark: SparkSession, view: FeatureView, uri: str) -> None:
+    """Create the empty table with its version info. Writers that start side by side on a new view
+    race to create it; a loser finds the winner's table and checks that it holds the same definition."""
     builder = (
         DeltaTable.createIfNotExists(spark)
         .location(uri)
@@ -150,15 +187,12 @@ def write_delta(
     )
     for key, value in version_info(view).items():
         builder = builder.property(PREFIX + key, value)
-    builder.execute()
-    (
-        prepare(view, df)
-        .write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", predicate)
-        .option("userMetadata", json.dumps(run, sort_keys=True))
-        .save(uri)
-    )
+    try:
+        builder.execute()
+    except (*COMMIT_CONFLICTS, AnalysisException):
+        if not DeltaTable.isDeltaTable(spark, uri):
+            raise
+        check_version(view, read_info(spark, uri), uri)
 
 
 def write_parquet(
