@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from spark_features.errors import FeatureNotFoundError, VersionConflictError
-from spark_features.features.base import EVENT_DATE, EVENT_TS, NAME_RULE, VERSION_RULE, FeatureView
+from spark_features.features.base import CREATED_TS, EVENT_DATE, EVENT_TS, NAME_RULE, VERSION_RULE, FeatureView
 from spark_features.store import fs
 from spark_features.timeutil import lit_ts
 
@@ -178,12 +178,16 @@ def write_delta(
 def _create_delta(spark: SparkSession, view: FeatureView, uri: str) -> None:
     """Create the empty table with its version info. Writers that start side by side on a new view
     race to create it; a loser finds the winner's table and checks that it holds the same definition."""
+    created = [CREATED_TS] if view.has_created_timestamp else []
     builder = (
         DeltaTable.createIfNotExists(spark)
         .location(uri)
         .addColumns(view.stored_schema)
         .addColumn(EVENT_DATE, "DATE")
         .partitionedBy(EVENT_DATE)
+        # file statistics only where readers filter (keys and times): min/max of feature values
+        # never prune a file, and collecting them slows every write
+        .property("delta.dataSkippingStatsColumns", ",".join([*view.entity_keys, EVENT_TS, *created]))
     )
     for key, value in version_info(view).items():
         builder = builder.property(PREFIX + key, value)
