@@ -14,8 +14,27 @@ lint: setup
 	.venv/bin/ruff check spark_features tests jobs bench feature_repo
 	.venv/bin/mypy spark_features
 
+# Every benchmark at reduced sizes (about 30 minutes on an idle 2-core machine; BENCHMARKS.md gives
+# the full-size commands). Each one's output goes to bench/results/NAME.log and its RESULT line to
+# bench/results/RESULTS.txt, printed at the end; a failing benchmark is recorded and fails the target.
+# Entries are SCRIPT:FLAGS with FLAGS joined by "+".
+BENCH_RUNS = store_write.py:--rows=1000000 training_set.py:--quick materialize.py:--quick \
+	backfill_scale.py:--sizes=1m,5m+--driver-memory=2g chaos.py:--quick
+bench: SHELL := /bin/bash
 bench: setup
-	.venv/bin/python bench/store_write.py
+	@set -o pipefail; mkdir -p bench/results && : > bench/results/RESULTS.txt; failed=0; \
+	for run in $(BENCH_RUNS); do \
+	  script=$${run%%:*}; flags=$${run#*:}; name=$${script%.py}; \
+	  [ -f bench/$$script ] || continue; \
+	  echo "== bench/$$script $${flags//+/ } (load $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+	  start=$$SECONDS; \
+	  if .venv/bin/python bench/$$script $${flags//+/ } 2>&1 | tee bench/results/$$name.log; then \
+	    line=$$(grep '^RESULT' bench/results/$$name.log | tail -1); line=$${line:-"RESULT $$name (none printed)"}; \
+	  else line="RESULT $$name FAILED (see bench/results/$$name.log)"; failed=1; fi; \
+	  echo "$$line  # $$((SECONDS - start))s" >> bench/results/RESULTS.txt; \
+	done; \
+	.venv/bin/python bench/plot.py; \
+	echo "== RESULT lines (bench/results/RESULTS.txt)"; cat bench/results/RESULTS.txt; exit $$failed
 
 clean:
 	rm -rf data build .pytest_cache .mypy_cache .ruff_cache

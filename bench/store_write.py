@@ -70,10 +70,12 @@ def main() -> None:
             plain_path = str(workdir / f"plain{i}")
             plain.append(
                 timed(
-                    lambda p=plain_path: data.withColumn("event_date", F.to_date(EVENT_TS))
-                    .write.format("delta")
-                    .partitionBy("event_date")
-                    .save(p)
+                    lambda p=plain_path: (
+                        data.withColumn("event_date", F.to_date(EVENT_TS))
+                        .write.format("delta")
+                        .partitionBy("event_date")
+                        .save(p)
+                    )
                 )
             )
             ours.append(timed(lambda r=repo: r.write(VIEW, data)))

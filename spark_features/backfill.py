@@ -27,6 +27,7 @@ from spark_features.timeutil import lit_ts
 
 log = logging.getLogger(__name__)
 Chunk = tuple[datetime, datetime]
+SERIES_KEYS = ("symbol", "timeframe")
 
 
 def read_start(features: Sequence[BaseFeature], timeframes: Sequence[str], start: datetime) -> datetime:
@@ -37,13 +38,28 @@ def read_start(features: Sequence[BaseFeature], timeframes: Sequence[str], start
     return epoch + ((start - lookback - epoch) // coarsest) * coarsest
 
 
+def bar_series(bars: DataFrame, timeframes: Sequence[str]) -> DataFrame:
+    """The bars of every timeframe, hash-partitioned by series (symbol, timeframe) and sorted by
+    time inside each partition. Every feature's windows are partitioned by the series and ordered
+    by time, so once this is cached they run on it without another shuffle or sort."""
+    return (
+        multi_timeframe(bars, tuple(timeframes)).repartition(*SERIES_KEYS).sortWithinPartitions(*SERIES_KEYS, EVENT_TS)
+    )
+
+
+def features_in_range(
+    series: DataFrame, features: Sequence[BaseFeature], start: datetime, end: datetime
+) -> dict[str, DataFrame]:
+    """Feature DataFrames for ``[start, end)`` from bar series that include the needed lookback."""
+    in_range = (F.col(EVENT_TS) >= lit_ts(start)) & (F.col(EVENT_TS) < lit_ts(end))
+    return {f.name: f.run({"bars": series}).filter(in_range) for f in features}
+
+
 def compute_range(
     bars: DataFrame, features: Sequence[BaseFeature], timeframes: Sequence[str], start: datetime, end: datetime
 ) -> dict[str, DataFrame]:
-    """Feature DataFrames for ``[start, end)`` from ``bars`` that include the needed lookback."""
-    sources = {"bars": multi_timeframe(bars, tuple(timeframes))}
-    in_range = (F.col(EVENT_TS) >= lit_ts(start)) & (F.col(EVENT_TS) < lit_ts(end))
-    return {f.name: f.run(sources).filter(in_range) for f in features}
+    """Feature DataFrames for ``[start, end)`` from 1-minute ``bars`` that include the needed lookback."""
+    return features_in_range(bar_series(bars, timeframes), features, start, end)
 
 
 @dataclass(frozen=True)
@@ -67,16 +83,17 @@ def backfill_chunk(
     end: datetime,
     run_id: str | None = None,
 ) -> ChunkResult:
-    """Compute and store one chunk for every feature; bars are read once and cached for the chunk."""
+    """Compute and store one chunk for every feature. The bars are read and resampled once per chunk
+    and cached as series (``bar_series``) that all features share."""
     bars = read_bars(spark, bars_path, read_start(features, timeframes, start), end)
-    bars = bars.persist(StorageLevel.MEMORY_AND_DISK)
+    series = bar_series(bars, timeframes).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        frames = compute_range(bars, features, timeframes, start, end)
+        frames = features_in_range(series, features, start, end)
         writes = tuple(
             repo.write(f.view, frames[f.name], start, end, allow_empty=True, run_id=run_id) for f in features
         )
     finally:
-        bars.unpersist()
+        series.unpersist()
     return ChunkResult(start, end, writes)
 
 

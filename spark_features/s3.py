@@ -7,12 +7,15 @@ config objects, Spark conf values, logs or table metadata.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from spark_features.config import S3Config
 from spark_features.errors import ConfigError, EnvironmentSetupError
 
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+MULTI_DRIVER_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
+LOG_STORE_KEYS = ("spark.delta.logStore.s3a.impl", "spark.delta.logStore.s3.impl", "spark.delta.logStore.class")
 
 
 def is_s3(uri: str) -> bool:
@@ -33,6 +36,24 @@ def s3a_spark_conf(s3: S3Config) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https")).lower()
     return conf
+
+
+def unsafe_delta_on_s3(offline_root: str, table_format: str, spark_conf: Mapping[str, str]) -> str | None:
+    """Why Delta writes to ``offline_root`` are unsafe from more than one driver at a time, or None.
+
+    Delta's default S3 log store makes a commit atomic only inside one driver (an in-JVM lock): two
+    drivers committing the same table version can overwrite each other's commit without an error.
+    Only a shared log store (DynamoDB) makes concurrent writers from several drivers safe.
+    """
+    if not is_s3(offline_root) or table_format != "delta":
+        return None
+    if MULTI_DRIVER_LOG_STORE in {spark_conf.get(key) for key in LOG_STORE_KEYS}:
+        return None
+    return (
+        f"Delta tables under {offline_root} use the single-driver S3 log store: run at most one writing "
+        f"driver per table at a time, or set spark.delta.logStore.s3a.impl={MULTI_DRIVER_LOG_STORE} "
+        "(see RELIABILITY.md)"
+    )
 
 
 def bucket_of(uri: str) -> str:

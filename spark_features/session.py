@@ -7,6 +7,7 @@ resolves them from Maven Central through Ivy on first use and caches them (``~/.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -20,8 +21,9 @@ from pyspark.sql import SparkSession
 
 from spark_features.config import Config
 from spark_features.errors import EnvironmentSetupError
-from spark_features.s3 import s3a_spark_conf
+from spark_features.s3 import s3a_spark_conf, unsafe_delta_on_s3
 
+log = logging.getLogger(__name__)
 MIN_JAVA = 17
 
 
@@ -88,6 +90,9 @@ def spark_conf(config: Config) -> dict[str, str]:
 
 def build_session(config: Config) -> SparkSession:
     """Create (or, under ``spark-submit``, attach to) the session configured by ``config``."""
+    unsafe = unsafe_delta_on_s3(config.offline_root, config.offline.format, config.spark.extra)
+    if unsafe:
+        log.warning(unsafe)
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         # Launched by spark-submit: master, packages and conf were passed on its command line.
         return SparkSession.builder.getOrCreate()

@@ -1,14 +1,9 @@
-"""Backfills: chunked equals one-shot row for row, the ledger skips finished chunks, and a run
-killed with SIGKILL mid-way is completed exactly by the next run."""
+"""Backfills: chunked equals one-shot row for row, the ledger skips finished chunks, and backfills
+side by side never lose data. Runs killed with SIGKILL: tests/test_reliability.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_features.backfill import plan_chunks
-from spark_features.config import Config, OfflineConfig, SourcesConfig, SparkConfig, load_config
+from spark_features.config import Config, OfflineConfig, SourcesConfig, SparkConfig
 from spark_features.errors import WriteConflictError
 from spark_features.features import ALL_FEATURES
 from spark_features.features.bars import generate_bars
@@ -76,45 +71,6 @@ def test_chunked_backfill_equals_one_shot_and_resumes(spark: SparkSession, tmp_p
     forced = run_backfill(spark, chunked, start, end, chunk="1d", force=True)
     assert (forced["chunks_skipped"], forced["rows_written"]) == (0, first["rows_written"])
     assert forced["views"] == first["views"]
-
-
-@pytest.mark.slow
-def test_backfill_killed_with_sigkill_is_completed_exactly(spark: SparkSession, tmp_path: Path, bars_path: str) -> None:
-    conf = tmp_path / "conf" / "kill.yaml"
-    conf.parent.mkdir()
-    conf.write_text(
-        "spark:\n  master: 'local[2]'\n  shuffle_partitions: 2\n"
-        f"offline:\n  root: offline\nsources:\n  bars: {bars_path}\n"
-    )
-    start, end = D0 + timedelta(hours=12), D0 + 3 * DAY
-    command = [sys.executable, "-m", "spark_features.cli", "backfill", "--conf", str(conf),
-               "--start", start.isoformat(), "--end", end.isoformat(), "--chunk", "1d"]  # fmt: skip
-    ledger = tmp_path / "offline" / "_ledger"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    victim = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and victim.poll() is None:
-        if len(list(ledger.glob("*/*/*.json"))) >= 2:  # mid-way: some views of some chunk recorded
-            break
-        time.sleep(0.2)
-    assert victim.poll() is None, "the backfill finished before it could be killed"
-    os.killpg(victim.pid, signal.SIGKILL)  # the driver and its JVM, no cleanup
-    victim.wait()
-    recorded = len(list(ledger.glob("*/*/*.json")))
-    assert 0 < recorded < 3 * len(ALL_FEATURES)
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    reference = config(tmp_path / "reference", bars_path)
-    run_backfill(spark, reference, start, end, chunk="30d")
-    resumed_root = Path(load_config(conf).offline_root)
-    for feature in ALL_FEATURES:
-        a, b = stored(spark, resumed_root, feature.name), stored(spark, tmp_path / "reference", feature.name)
-        order = ["symbol", "timeframe", "event_timestamp"]
-        assert a.count() == b.count()  # type: ignore[attr-defined]
-        assert a.groupBy(*order).count().filter(F.col("count") > 1).count() == 0  # type: ignore[attr-defined]
-        assert_df_equality(a.orderBy(*order), b.orderBy(*order))  # type: ignore[attr-defined]
 
 
 def run_side_by_side(spark: SparkSession, cfg: Config, ranges: list[tuple[datetime, datetime]]) -> list[object]:
