@@ -4,7 +4,8 @@ One process, one Spark session (local[2]), one Delta table written by the store:
 (symbol, timeframe) entities with ``--rows-per-entity`` rows each and two double features. For each
 online store, into fresh, separate key spaces:
 
-- ours:  ``spark_features.online.materialize`` (latest per entity, written from the executors);
+- ours:  ``spark_features.online.materialize`` (latest per entity, encoded column-wise into Feast's
+  storage format and written from the executors: SQLite ``executemany`` upserts, Redis Lua ``HSET``s);
 - feast: ``FeatureStore.materialize`` with ``batch_engine: spark.engine`` on the same session;
 - floor: the online store's own ``online_write_batch`` of the same latest rows from one process,
   in batches of 10k (only the write calls are timed; rows are built beforehand).
@@ -36,16 +37,16 @@ from typing import Any
 
 import pyarrow as pa
 import redis
+from feast.utils import _convert_arrow_to_proto
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from spark_features.config import Config, FeastConfig, OfflineConfig, OnlineStoreConfig, SparkConfig
-from spark_features.feast_provider import apply, feature_store
+from spark_features.feast_provider import apply, feature_store, registered_view
 from spark_features.features.base import EVENT_TS, FeatureView
 from spark_features.fetch.latest import latest_per_entity
-from spark_features.online import get_online, materialize, write_spec
-from spark_features.online_writer import Target
+from spark_features.online import get_online, materialize
 from spark_features.session import build_session
 from spark_features.store import FeatureStoreSaveRepository
 from spark_features.store.tables import read_table, table_uri
@@ -109,17 +110,20 @@ def feast_materialize(spark: SparkSession, cfg: Config, end: datetime, view: Fea
 
 
 def floor_write(spark: SparkSession, cfg: Config, end: datetime) -> float:
-    """The store's own bulk write of the same latest rows, from this process, batches of 10k."""
+    """The store's own bulk write of the same latest rows, from this process, batches of 10k
+    (Feast's rows are built beforehand, untimed, by Feast's own Arrow -> proto conversion)."""
     store = feature_store(cfg)
     apply(store, [VIEW], cfg)
-    writer = Target(write_spec(store, cfg, VIEW))
+    view = registered_view(store, VIEW)
+    join_keys = {e.name: e.dtype.to_value_type() for e in view.entity_columns}
+    provider = store._get_provider()
     stored = read_table(spark, table_uri(cfg.offline_root, VIEW.name, VIEW.version)).drop("event_date")
     latest = latest_per_entity(stored, VIEW.entity_keys, START - timedelta(seconds=1), end)
     seconds = 0.0
     for batch in latest.toArrow().to_batches(max_chunksize=10_000):
-        rows = writer.rows(batch)
+        rows = _convert_arrow_to_proto(batch, view, join_keys)
         began = time.perf_counter()
-        writer.store.online_write_batch(writer.config, writer.view, rows, None)
+        provider.online_write_batch(store.config, view, rows, None)
         seconds += time.perf_counter() - began
     return seconds
 
@@ -154,8 +158,9 @@ def warm_python_workers(spark: SparkSession) -> None:
     cores = spark.sparkContext.defaultParallelism
 
     def load(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for module in ("feast.infra.online_stores.redis", "feast.infra.online_stores.sqlite", "spark_features.online"):
+        for module in ("feast.infra.online_stores.redis", "feast.infra.online_stores.sqlite"):
             importlib.import_module(module)
+        importlib.import_module("spark_features.online_writer")
 
         time.sleep(2)  # keep every core busy, so that each task gets its own worker
         yield pa.RecordBatch.from_pydict({"n": [sum(b.num_rows for b in batches)]})
@@ -168,9 +173,9 @@ def measure(
 ) -> float:
     """Best of ``--repeat`` alternating runs of each engine, then the floor; returns ours / Feast's rate.
     ``online(name)`` is a config with a fresh key space (SQLite file or Redis project) called ``name``."""
-    warm_end = FeatureStoreSaveRepository.from_config(spark, online("setup")).write(
-        WARMUP, feature_rows(spark, 100, 2)
-    ).end
+    warm_end = (
+        FeatureStoreSaveRepository.from_config(spark, online("setup")).write(WARMUP, feature_rows(spark, 100, 2)).end
+    )
     assert warm_end is not None
     # Untimed warm-up of both engines (Feast's and our executor code paths, JIT, Delta log caches).
     ours_materialize(spark, online("warm_ours"), warm_end, WARMUP)

@@ -3,7 +3,8 @@
 ``materialize`` takes, per entity, the latest stored row with ``start < event_timestamp <= end``
 (``latest_per_entity``: one aggregation, no window sort) and writes it from the executors: a
 ``mapInArrow`` over the latest rows hands each Arrow batch to ``online_writer.write_batches``, which
-calls the online store's ``online_write_batch``. Nothing is collected to the driver except one row of
+encodes it column-wise into Feast's online storage format and writes it to Feast's SQLite table or Redis
+hashes in one statement / pipeline per batch. Nothing is collected to the driver except one row of
 counts per partition. Older values never replace newer ones (see ``online_writer``). Each finished
 view's interval is recorded in Feast's registry, so ``feast materialize-incremental`` continues after it.
 """
@@ -11,7 +12,6 @@ view's interval is recorded in Feast's registry, so ``feast materialize-incremen
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,20 +20,22 @@ from typing import Any
 
 from feast import FeatureService, FeatureStore
 from feast.errors import EntityNotFoundException, FeatureViewNotFoundException
+from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_features.config import Config
-from spark_features.errors import DefinitionError, FeatureNotFoundError, ValidationError
+from spark_features.errors import ConfigError, DefinitionError, FeatureNotFoundError, ValidationError
 from spark_features.feast_provider import (
+    ENTITY_KEY_SERIALIZATION,
     TAG_HASH,
     apply,
     code_views,
     feature_store,
     refresh,
     registered_view,
-    repo_config_dict,
-    repo_key,
     repo_views,
 )
 from spark_features.features.base import EVENT_DATE, FeatureView, parse_feast_name
@@ -48,8 +50,8 @@ COUNTS_DDL = "rows long, written long"
 
 @dataclass(frozen=True)
 class OnlineWrite:
-    """One view's online write. ``entities``: latest rows offered to the store; ``written``: those
-    left after the engine's own newer-wins filter (SQLite; Redis drops older rows inside Feast)."""
+    """One view's online write. ``entities``: latest rows offered to the store; ``written``: those that
+    were at least as new as the stored row of their entity, and so written."""
 
     view: str
     feast_view: str
@@ -151,17 +153,35 @@ def push(spark: SparkSession, config: Config, view: FeatureView, df: DataFrame) 
 
 
 def write_spec(store: FeatureStore, config: Config, view: FeatureView) -> WriteSpec:
+    """Where and how the executors write ``view``: Feast's table / key space, resolved here on the driver."""
     registered = registered_view(store, view)
     fields = {f.name: value_field(f.dtype.to_value_type().name) for f in registered.schema}
-    return WriteSpec(
-        repo=json.dumps(repo_config_dict(repo_key(config))),
-        view=registered.to_proto().SerializeToString(),
-        keys=tuple((k, fields[k]) for k in view.entity_keys),
-        features=tuple((f, fields[f]) for f in view.features.fieldNames()),
-        has_created_timestamp=view.has_created_timestamp,
-        feast_name=view.feast_name,
-        definition_hash=view.definition_hash,
-    )
+    repo = store.config
+    if repo.entity_key_serialization_version != ENTITY_KEY_SERIALIZATION:
+        raise ConfigError(
+            f"entity_key_serialization_version {repo.entity_key_serialization_version} is not supported "
+            f"(the online writer encodes version {ENTITY_KEY_SERIALIZATION})"
+        )
+    versioning = repo.registry.enable_online_feature_view_versioning
+    features = tuple((f, fields[f]) for f in view.features.fieldNames())
+    common: dict[str, Any] = {
+        "project": repo.project,
+        "keys": tuple((k, fields[k]) for k in view.entity_keys),
+        "features": features,
+        "has_created_timestamp": view.has_created_timestamp,
+    }
+    if isinstance(repo.online_store, SqliteOnlineStoreConfig):
+        path = SqliteOnlineStore._get_db_path(repo)
+        table = compute_table_id(repo.project, registered, versioning)
+        return WriteSpec(store="sqlite", target=path, table=table, **common)
+    if isinstance(repo.online_store, RedisOnlineStoreConfig):
+        if repo.online_store.redis_type != "redis" or repo.online_store.key_ttl_seconds:
+            raise ConfigError("the online writer supports a single Redis server without key TTL")
+        name = compute_versioned_name(registered, versioning)
+        hashes = tuple(_mmh3(f"{name}:{f}") for f, _ in features)
+        target = repo.online_store.connection_string
+        return WriteSpec(store="redis", target=target, table=name, redis_fields=hashes, **common)
+    raise ConfigError(f"online store {type(repo.online_store).__name__} is not supported (sqlite, redis)")
 
 
 def write_online(latest: DataFrame, store: FeatureStore, config: Config, view: FeatureView) -> tuple[int, int]:

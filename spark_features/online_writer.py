@@ -1,75 +1,76 @@
-"""Executor side of online materialization: Arrow batches -> Feast rows -> ``online_write_batch``.
+"""Executor side of online materialization: Arrow batches -> Feast's online storage format -> SQLite / Redis.
 
-Runs inside Spark's Python workers (``mapInArrow``), so it imports nothing from pyspark and gets
-everything it needs from a small picklable ``WriteSpec``. The online store, its connection and the
-Feast view are built once per worker process and reused by every task that worker runs.
+Runs inside Spark's Python workers (``mapInArrow``); imports neither pyspark nor Feast. Each batch is
+encoded column-wise (``online_encoding``: Feast's serialized entity keys and ``Value`` protos) and written
+with one statement per batch, exactly where and how Feast's own ``online_write_batch`` would store it,
+so Feast's ``get_online_features`` and CLI read it unchanged. One connection per worker process and store,
+reused by every task the worker runs.
 
-Newer values win. Feast's Redis store compares the stored event time itself (an equal or older row
-is skipped). Feast's SQLite store overwrites blindly, so for SQLite every batch runs in one
-``BEGIN IMMEDIATE`` transaction on the store's own connection: it reads the exact stored
-``(event_timestamp, created_timestamp)`` of the batch's entities from a guard table, drops rows that
-are older, records the survivors and lets ``online_write_batch`` write and commit them; the
-transaction serializes concurrent writers (partitions, jobs) and a failure rolls back both tables.
-A trigger on the feature table additionally refuses older rows from any other writer (Feast's own
-``materialize`` included) at the one-second resolution Feast stores there.
+Newer values win, to the microsecond, and an equal event time is decided by the created timestamp
+(equal times rewrite, so recomputed values land):
+
+- SQLite: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <newer>`` ``executemany`` per batch, in one
+  ``BEGIN IMMEDIATE`` transaction (concurrent writers wait on the busy timeout; a failure rolls the
+  batch back). Feast's ``event_ts``/``created_ts`` hold whole seconds, so two columns of ours,
+  ``sf_event_us``/``sf_created_us``, added to Feast's table (Feast reads and writes named columns only),
+  keep the exact times. A trigger refuses older rows (at Feast's one-second resolution) from any other
+  writer, Feast's own ``materialize`` included.
+- Redis: a Lua script per chunk of entities compares the stored ``_ts:<view>`` Timestamp (and our
+  ``_created_us:<view>`` field) with the new one and ``HSET``s only newer rows; chunks are pipelined.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-from feast import FeatureView as FeastView
-from feast import RepoConfig
-from feast.infra.online_stores.helpers import compute_table_id, get_online_store_from_config
-from feast.infra.online_stores.online_store import OnlineStore
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
-from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
-from feast.protos.feast.types import Value_pb2
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+import pyarrow.compute as pc
+import redis
+
+from spark_features.errors import ConfigError, FeatureNotFoundError
+from spark_features.online_encoding import (
+    entity_keys,
+    epoch_micros,
+    list_values,
+    sqlite_seconds,
+    timestamp_protos,
+    value_bytes,
+    value_texts,
+)
 
 EVENT_TS, CREATED_TS = "event_timestamp", "created_timestamp"
-GUARD_TABLE = "spark_features_online_ts"
-SQLITE_BUSY_MS = 300_000
+SQLITE_BUSY_SECONDS = 300.0
+# Entities per SQLite transaction: each commit rewrites (and journals) every B-tree page it touched, so
+# fewer, larger sorted transactions cost ~2.5x less per row than one per 10k-row Arrow batch.
+SQLITE_TRANSACTION_ROWS = 100_000
+REDIS_CHUNK = 1_000  # entities per script call: bounds how long one call blocks the server
 NO_CREATED = -(2**63)  # sorts a row without created_timestamp before any row with one
 COUNTS = pa.schema([("rows", pa.int64()), ("written", pa.int64())])
-_LISTS = {
-    "double_list_val": Value_pb2.DoubleList,
-    "float_list_val": Value_pb2.FloatList,
-    "int64_list_val": Value_pb2.Int64List,
-    "int32_list_val": Value_pb2.Int32List,
-    "bool_list_val": Value_pb2.BoolList,
-    "string_list_val": Value_pb2.StringList,
-    "bytes_list_val": Value_pb2.BytesList,
-}
-
-Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """What a worker needs to write one view: RepoConfig arguments (JSON), the Feast view (proto),
-    and for each key and feature column the ``Value`` proto field it goes into."""
+    """What a worker needs to write one view (plain, picklable values, resolved on the driver).
 
-    repo: str
-    view: bytes
+    ``store``: ``sqlite`` or ``redis``; ``target``: the SQLite file or the Redis connection string;
+    ``table``: Feast's SQLite table (``<project>_<view>``) or Redis view name; ``keys``/``features``:
+    column name and ``Value`` proto field; ``redis_fields``: Feast's hash field of each feature;
+    ``transaction_rows``: SQLite only, the entities written per transaction."""
+
+    store: str
+    target: str
+    project: str
+    table: str
     keys: tuple[tuple[str, str], ...]
     features: tuple[tuple[str, str], ...]
     has_created_timestamp: bool
-    feast_name: str
-    definition_hash: str
-
-    @property
-    def target_key(self) -> tuple[str, str, str]:
-        """Identifies the worker-wide ``Target``; unlike the view proto it does not change with the
-        registry's bookkeeping (materialization intervals), so a worker keeps one connection per view."""
-        return (self.repo, self.feast_name, self.definition_hash)
+    redis_fields: tuple[bytes, ...] = ()
+    transaction_rows: int = SQLITE_TRANSACTION_ROWS
 
 
 def value_field(value_type: str) -> str:
@@ -78,180 +79,266 @@ def value_field(value_type: str) -> str:
     return f"{value_type.lower()}_val"
 
 
-def converter(field: str) -> Callable[[Any], ValueProto]:
-    """A function from a Python value (as Arrow gives it) to a ``Value`` proto; None -> empty Value."""
-    if field == "unix_timestamp_val":
-        return lambda v: ValueProto() if v is None else ValueProto(unix_timestamp_val=int(v.timestamp()))
-    if field == "unix_timestamp_list_val":
-        return lambda v: (
-            ValueProto()
-            if v is None
-            else ValueProto(unix_timestamp_list_val=Value_pb2.Int64List(val=[int(t.timestamp()) for t in v]))
-        )
-    if field in _LISTS:
-        wrap = _LISTS[field]
-        return lambda v: ValueProto() if v is None else ValueProto(**{field: wrap(val=v)})
-
-    def scalar(v: Any) -> ValueProto:
-        proto = ValueProto()
-        if v is not None:
-            setattr(proto, field, v)
-        return proto
-
-    return scalar
+def feature_values(batch: pa.RecordBatch, name: str, field: str) -> list[bytes]:
+    column = batch.column(name)
+    if field.endswith("_list_val"):
+        return list_values(column, field)
+    return value_bytes(column, field).to_pylist()  # type: ignore[no-any-return]
 
 
-class Target:
-    """One view's online store, connection and Feast view inside a worker process."""
+def created_micros(batch: pa.RecordBatch, spec: WriteSpec) -> np.ndarray | None:
+    return epoch_micros(batch.column(CREATED_TS)) if spec.has_created_timestamp else None
+
+
+class SqliteWriter:
+    """Newer-wins upserts of pre-encoded rows into Feast's SQLite table (see the module docstring)."""
 
     def __init__(self, spec: WriteSpec) -> None:
-        self.config = RepoConfig(**json.loads(spec.repo))
-        self.store: OnlineStore = get_online_store_from_config(self.config.online_store)
-        proto = FeatureViewProto()
-        proto.ParseFromString(spec.view)
-        self.view = FeastView.from_proto(proto)
         self.spec = spec
-        self.keys = [(name, converter(field)) for name, field in spec.keys]
-        self.features = [(name, converter(field)) for name, field in spec.features]
-        sqlite = isinstance(self.store, SqliteOnlineStore)
-        self.guard = SqliteGuard(self.store, self.config, self.view) if sqlite else None
-
-    def rows(self, batch: pa.RecordBatch) -> list[Row]:
-        join_keys = [name for name, _ in self.keys]
-        key_columns = [_key_protos(batch, name, conv) for name, conv in self.keys]
-        entity_keys = [EntityKeyProto(join_keys=join_keys, entity_values=vs) for vs in zip(*key_columns, strict=True)]
-        names = [name for name, _ in self.features]
-        columns = [_protos(batch.column(name), conv) for name, conv in self.features]
-        values = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        events = _naive_utc(batch.column(EVENT_TS))
-        created = _naive_utc(batch.column(CREATED_TS)) if self.spec.has_created_timestamp else [None] * len(events)
-        return list(zip(entity_keys, values, events, created, strict=True))
-
-    def write(self, batch: pa.RecordBatch) -> int:
-        """Write one batch; returns the rows handed to the store (for SQLite: after dropping older ones)."""
-        if batch.num_rows == 0:
-            return 0
-        rows = self.rows(batch)
-        if self.guard is None:
-            self.store.online_write_batch(self.config, self.view, rows, None)
-            return len(rows)
-        created = _micros(batch, CREATED_TS) if self.spec.has_created_timestamp else [None] * batch.num_rows
-        return self.guard.write(rows, _micros(batch, EVENT_TS), created)
-
-
-def _naive_utc(column: pa.Array) -> list[Any]:
-    """Naive UTC datetimes (Feast's stores read naive as UTC; aware ones cost ~3x more to build)."""
-    return list(column.cast(pa.timestamp("us")).to_pylist())
-
-
-def _protos(column: pa.Array, conv: Callable[[Any], ValueProto]) -> list[ValueProto]:
-    return [conv(v) for v in column.to_pylist()]
-
-
-def _key_protos(batch: pa.RecordBatch, column: str, conv: Callable[[Any], ValueProto]) -> list[ValueProto]:
-    """Like ``_protos``, one proto per distinct value: key columns such as a timeframe repeat a lot
-    (``EntityKey`` copies the values it is given, so sharing them is safe)."""
-    made: dict[Any, ValueProto] = {}
-    out = []
-    for v in batch.column(column).to_pylist():
-        proto = made.get(v)
-        if proto is None:
-            proto = made[v] = conv(v)
-        out.append(proto)
-    return out
-
-
-def _micros(batch: pa.RecordBatch, column: str) -> list[int | None]:
-    return list(batch.column(column).cast(pa.int64()).to_pylist())
-
-
-class SqliteGuard:
-    """Newer-wins writes into Feast's SQLite store (see the module docstring)."""
-
-    def __init__(self, store: OnlineStore, config: RepoConfig, view: FeastView) -> None:
-        assert isinstance(store, SqliteOnlineStore)
-        self.store, self.config, self.view = store, config, view
-        # The store's own connection, so that our guard rows and Feast's upserts share one transaction.
-        self.conn: sqlite3.Connection = store._get_conn(config)
-        self.table = compute_table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-        self.conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
-        with self.conn:
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {GUARD_TABLE} (table_name TEXT NOT NULL, entity_key BLOB NOT NULL, "
-                "event_us INTEGER NOT NULL, created_us INTEGER, PRIMARY KEY (table_name, entity_key)) WITHOUT ROWID"
-            )
-        # Feast's columns hold whole seconds; the trigger goes with the table if Feast drops and recreates it,
-        # so it is (re)created in every write transaction.
-        self.trigger = (
-            f'CREATE TRIGGER IF NOT EXISTS "{self.table}_keep_newer" BEFORE UPDATE ON "{self.table}" '
-            "WHEN NEW.event_ts < OLD.event_ts OR (NEW.event_ts = OLD.event_ts AND NEW.created_ts < OLD.created_ts) "
-            "BEGIN SELECT RAISE(IGNORE); END"
+        self.group_rows = spec.transaction_rows
+        self.conn = sqlite3.connect(spec.target, timeout=SQLITE_BUSY_SECONDS, isolation_level=None)
+        table = _quote(spec.table)
+        columns = "entity_key, feature_name, value, value_text, event_ts, created_ts, sf_event_us, sf_created_us"
+        updated = ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[2:])
+        lowest = str(NO_CREATED)
+        self.upsert = (
+            f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (entity_key, feature_name) DO UPDATE SET {updated} "
+            f"WHERE excluded.event_ts > {table}.event_ts OR (excluded.event_ts = {table}.event_ts AND "
+            f"(excluded.sf_event_us, coalesce(excluded.sf_created_us, {lowest})) >= "
+            f"(coalesce({table}.sf_event_us, {lowest}), coalesce({table}.sf_created_us, {lowest})))"
         )
 
-    def write(self, rows: list[Row], events: Sequence[int | None], created: Sequence[int | None]) -> int:
-        # The guard's own identity of an entity: the EntityKey proto's bytes (C-serialized; the keys are
-        # always in the view's order), cheaper than Feast's Python serialize_entity_key.
-        keys = [row[0].SerializeToString() for row in rows]
-        order = [(e or 0, c if c is not None else NO_CREATED) for e, c in zip(events, created, strict=True)]
+    def prepare(self) -> None:
+        """Our columns and Feast writers' guard on Feast's table (again per partition: ``feast apply``
+        or ``teardown`` may have recreated the table since)."""
+        table = _quote(self.spec.table)
+        existing = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        if not existing:
+            raise FeatureNotFoundError(f"no online table {self.spec.table!r} in {self.spec.target}; apply the view")
+        for column in ("sf_event_us", "sf_created_us"):
+            if column not in existing:
+                _add_column(self.conn, table, column)
+        # Only a writer that leaves sf_event_us alone (not us) is refused; our own upserts decide above.
+        self.conn.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {_quote(self.spec.table + '_sf_keep_newer')} BEFORE UPDATE ON {table} "
+            "WHEN NEW.sf_event_us IS OLD.sf_event_us AND (NEW.event_ts < OLD.event_ts OR "
+            "(NEW.event_ts = OLD.event_ts AND NEW.created_ts < OLD.created_ts)) BEGIN SELECT RAISE(IGNORE); END"
+        )
+        self.conn.execute(f"DROP TRIGGER IF EXISTS {_quote(self.spec.table + '_keep_newer')}")  # older releases
+
+    def rows(self, batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+        """Feast's columns (entity_key, feature_name, value, value_text, event_ts, created_ts) and ours,
+        ordered by entity key: sorted upserts touch each B-tree page once and run ~2x faster."""
+        keys = entity_keys(batch, self.spec.keys)
+        order = pc.sort_indices(keys)
+        batch, keys = batch.take(order), keys.take(order)
+        event_us = epoch_micros(batch.column(EVENT_TS))
+        events, exact_events = sqlite_seconds(event_us).tolist(), event_us.tolist()
+        created_us = created_micros(batch, self.spec)
+        created = [None] * batch.num_rows if created_us is None else sqlite_seconds(created_us).tolist()
+        exact_created = [None] * batch.num_rows if created_us is None else created_us.tolist()
+        columns = [keys.to_pylist(), None, None, None, events, created, exact_events, exact_created]
+        rows: list[Any] = [None] * (batch.num_rows * len(self.spec.features))
+        for j, (name, field) in enumerate(self.spec.features):
+            columns[1:4] = (
+                [name] * batch.num_rows,
+                feature_values(batch, name, field),
+                value_texts(batch.column(name), field),
+            )
+            rows[j :: len(self.spec.features)] = zip(*columns, strict=True)
+        return rows
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Upsert one batch in one transaction; returns the entities whose rows were written."""
+        if batch.num_rows == 0 or not self.spec.features:
+            return 0
+        rows = self.rows(batch)  # encoded before taking the lock, while other writers write
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute(self.trigger)
-            keep = self._newest(keys, order)
-            self.conn.executemany(
-                f"INSERT INTO {GUARD_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT (table_name, entity_key) "
-                "DO UPDATE SET event_us = excluded.event_us, created_us = excluded.created_us",
-                [(self.table, keys[i], events[i], created[i]) for i in keep],
-            )
-            if keep:
-                self.store.online_write_batch(self.config, self.view, [rows[i] for i in keep], None)
-            if self.conn.in_transaction:
-                self.conn.commit()
+            changed = self.conn.executemany(self.upsert, rows).rowcount
+            self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.rollback()
             raise
-        return len(keep)
-
-    def _newest(self, keys: list[bytes], order: list[tuple[int, int]]) -> list[int]:
-        """Indices of rows at least as new as the stored row of their entity (and the newest per entity
-        within the batch); equal rows are rewritten, so recomputed values land."""
-        best: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            j = best.get(key)
-            if j is None or order[i] >= order[j]:
-                best[key] = i
-        stored: dict[bytes, tuple[int, int]] = {}
-        unique = list(best)
-        for start in range(0, len(unique), 30_000):
-            chunk = unique[start : start + 30_000]
-            query = (
-                f"SELECT entity_key, event_us, created_us FROM {GUARD_TABLE} "
-                f"WHERE table_name = ? AND entity_key IN ({', '.join('?' * len(chunk))})"
-            )
-            for key, event_us, created_us in self.conn.execute(query, [self.table, *chunk]):
-                stored[key] = (event_us, created_us if created_us is not None else NO_CREATED)
-        return sorted(i for key, i in best.items() if key not in stored or order[i] >= stored[key])
+        return changed // len(self.spec.features)
 
 
-_TARGETS: dict[Any, Target] = {}
-MAX_TARGETS = 64
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
-def target(spec: WriteSpec) -> Target:
-    """The worker-wide ``Target`` of ``spec`` (Spark reuses Python workers across tasks)."""
-    key = spec.target_key
-    if key not in _TARGETS:
-        if len(_TARGETS) >= MAX_TARGETS:  # a long-lived worker serving many stores: drop the oldest
-            del _TARGETS[next(iter(_TARGETS))]
-        _TARGETS[key] = Target(spec)
-    return _TARGETS[key]
+def _add_column(conn: sqlite3.Connection, table: str, column: str) -> None:
+    try:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+    except sqlite3.OperationalError as exc:  # another worker added it first
+        if "duplicate column name" not in str(exc).lower():
+            raise
+
+
+# KEYS: entity hashes. ARGV: ts field, created field ('' if the view has none), feature count, feature
+# fields, then per entity: Timestamp proto, [created microseconds], feature values. Returns rows written.
+NEWER_WINS_LUA = """
+local function varint(s, pos)
+  local groups, n = {}, 0
+  repeat
+    local b = string.byte(s, pos)
+    pos, n = pos + 1, n + 1
+    groups[n] = b % 128
+  until b < 128
+  local value, scale = 0, 1
+  if n == 10 then -- a negative int64: two's complement
+    for i = 1, 9 do value = value + (127 - groups[i]) * scale; scale = scale * 128 end
+    return -(value + 1), pos
+  end
+  for i = 1, n do value = value + groups[i] * scale; scale = scale * 128 end
+  return value, pos
+end
+local function seconds_nanos(proto)
+  local fields, pos = {0, 0}, 1
+  while pos <= #proto do
+    local tag = string.byte(proto, pos)
+    local value
+    value, pos = varint(proto, pos + 1)
+    fields[tag / 8] = value
+  end
+  return fields[1], fields[2]
+end
+local ts_field, created_field, features = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local has_created = created_field ~= ''
+local per = 1 + features + (has_created and 1 or 0)
+local base = 3 + features
+local written = 0
+for i, key in ipairs(KEYS) do
+  local at = base + (i - 1) * per
+  local new_ts = ARGV[at + 1]
+  local stored = redis.call('HGET', key, ts_field)
+  local newer = true
+  if stored then
+    local s1, n1 = seconds_nanos(new_ts)
+    local s0, n0 = seconds_nanos(stored)
+    if s1 ~= s0 then newer = s1 > s0 elseif n1 ~= n0 then newer = n1 > n0
+    elseif has_created then
+      local old_created = redis.call('HGET', key, created_field)
+      newer = not old_created or tonumber(ARGV[at + 2]) >= tonumber(old_created)
+    end
+  end
+  if newer then
+    local args = {ts_field, new_ts}
+    local first = at + 1 + (has_created and 1 or 0)
+    for j = 1, features do args[#args + 1] = ARGV[3 + j]; args[#args + 1] = ARGV[first + j] end
+    if has_created then args[#args + 1] = created_field; args[#args + 1] = ARGV[at + 2] end
+    redis.call('HSET', key, unpack(args))
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+def redis_client(connection_string: str) -> redis.Redis:
+    """A client for Feast's ``host:port[,key=value...]`` connection string (Feast's own parsing)."""
+    parts = connection_string.split(",")
+    host, _, port = next(p for p in parts if "=" not in p).partition(":")
+    options: dict[str, Any] = {}
+    for part in parts:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            try:
+                options[key] = json.loads(value)
+            except json.JSONDecodeError:
+                options[key] = value
+    return redis.Redis(host=host, port=int(port or 6379), **options)
+
+
+class RedisWriter:
+    """Newer-wins ``HSET``s of pre-encoded fields, by a pipelined Lua script (see the module docstring)."""
+
+    def __init__(self, spec: WriteSpec) -> None:
+        self.spec = spec
+        self.group_rows = 0  # each Arrow batch is one pipeline
+        self.client = redis_client(spec.target)
+        self.script = self.client.register_script(NEWER_WINS_LUA)
+        created = f"_created_us:{spec.table}" if spec.has_created_timestamp else ""
+        self.head: list[Any] = [f"_ts:{spec.table}", created, len(spec.features), *spec.redis_fields]
+
+    def prepare(self) -> None:
+        """Nothing to set up: the script is loaded by the first pipeline that needs it."""
+
+    def arguments(self, batch: pa.RecordBatch) -> tuple[list[bytes], list[Any]]:
+        """Entity hash keys and, per entity, its script arguments (flattened, in entity order)."""
+        keys = entity_keys(batch, self.spec.keys, self.spec.project.encode("utf8")).to_pylist()
+        columns = [timestamp_protos(epoch_micros(batch.column(EVENT_TS))).to_pylist()]
+        created_us = created_micros(batch, self.spec)
+        if created_us is not None:
+            columns.append(pc.cast(pa.array(created_us), pa.string()).to_pylist())
+        columns += [feature_values(batch, name, field) for name, field in self.spec.features]
+        flat: list[Any] = [None] * (batch.num_rows * len(columns))
+        for j, column in enumerate(columns):
+            flat[j :: len(columns)] = column
+        return keys, flat
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Write one batch; returns the entities whose rows were newer and written."""
+        if batch.num_rows == 0:
+            return 0
+        keys, flat = self.arguments(batch)
+        per = len(flat) // len(keys)
+        with self.client.pipeline(transaction=False) as pipe:
+            for start in range(0, len(keys), REDIS_CHUNK):
+                end = start + REDIS_CHUNK
+                self.script(keys=keys[start:end], args=self.head + flat[start * per : end * per], client=pipe)
+            return sum(pipe.execute())
+
+
+Writer = SqliteWriter | RedisWriter
+_WRITERS: dict[WriteSpec, Writer] = {}
+MAX_WRITERS = 64
+
+
+def writer(spec: WriteSpec) -> Writer:
+    """The worker-wide writer of ``spec`` (Spark reuses Python workers across tasks)."""
+    if spec not in _WRITERS:
+        if len(_WRITERS) >= MAX_WRITERS:  # a long-lived worker serving many views: drop the oldest
+            del _WRITERS[next(iter(_WRITERS))]
+        _WRITERS[spec] = make_writer(spec)
+    return _WRITERS[spec]
+
+
+def make_writer(spec: WriteSpec) -> Writer:
+    if spec.store == "sqlite":
+        return SqliteWriter(spec)
+    if spec.store == "redis":
+        return RedisWriter(spec)
+    raise ConfigError(f"online store type {spec.store!r} is not supported (sqlite, redis)")
 
 
 def write_batches(batches: Iterator[pa.RecordBatch], spec: WriteSpec) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: write every batch of the partition, yield one row of counts."""
-    writer = target(spec)
+    target = writer(spec)
+    target.prepare()
     rows = written = 0
-    for batch in batches:
-        rows += batch.num_rows
-        written += writer.write(batch)
+    for group in groups(batches, target.group_rows):
+        rows += group.num_rows
+        written += target.write(group)
     yield pa.RecordBatch.from_pydict({"rows": [rows], "written": [written]}, schema=COUNTS)
+
+
+def groups(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches concatenated into batches of at least ``rows`` rows (the last may be smaller)."""
+    pending: list[pa.RecordBatch] = []
+    for batch in batches:
+        pending.append(batch)
+        if sum(b.num_rows for b in pending) >= rows:
+            yield pa.concat_batches(pending)
+            pending = []
+    if pending:
+        yield pa.concat_batches(pending)
+
+
+def write_all(spec: WriteSpec, batches: Sequence[pa.RecordBatch]) -> int:
+    """Write batches from this process (tests, benchmarks); returns the entities written."""
+    target = make_writer(spec)
+    target.prepare()
+    return sum(target.write(group) for group in groups(batches, target.group_rows))
