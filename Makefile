@@ -19,7 +19,7 @@ lint: setup
 # bench/results/RESULTS.txt, printed at the end; a failing benchmark is recorded and fails the target.
 # Entries are SCRIPT:FLAGS with FLAGS joined by "+".
 BENCH_RUNS = store_write.py:--rows=1000000 training_set.py:--quick materialize.py:--quick \
-	backfill_scale.py:--sizes=1m,5m+--driver-memory=2g chaos.py:--quick
+	backfill_scale.py:--sizes=1m,5m+--driver-memory=4g chaos.py:--quick
 bench: SHELL := /bin/bash
 bench: setup
 	@set -o pipefail; mkdir -p bench/results && : > bench/results/RESULTS.txt; failed=0; \
