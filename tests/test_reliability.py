@@ -271,7 +271,7 @@ BAD_QUOTES: list[tuple[str, Callable[[DataFrame], DataFrame], str, str, int]] = 
     ),
     (
         "just past the future tolerance",
-        where_size(8, "event_timestamp", datetime.now(UTC) + timedelta(minutes=10)),
+        lambda df: where_size(8, "event_timestamp", datetime.now(UTC) + timedelta(minutes=10))(df),  # at call time
         "event_timestamp",
         "in the future",
         16,
