@@ -129,7 +129,7 @@ def materialize(
         latest = latest_per_entity(
             stored.select(*view.stored_schema.fieldNames()), view.entity_keys, start, end, view.has_created_timestamp
         )
-        entities, written = write_online(latest, store, config, view)
+        entities, written = write_online(latest, store, view)
         refresh(store)
         store.registry.apply_materialization(registered_view(store, view), store.project, start, end)
         results.append(
@@ -148,11 +148,11 @@ def push(spark: SparkSession, config: Config, view: FeatureView, df: DataFrame) 
     store = feature_store(config)
     ensure_applied(store, [view], config)
     latest = latest_per_entity(frame, view.entity_keys, has_created_timestamp=view.has_created_timestamp)
-    entities, written = write_online(latest, store, config, view)
+    entities, written = write_online(latest, store, view)
     return OnlineWrite(view.name, view.feast_name, entities, written, round(time.monotonic() - began, 2))
 
 
-def write_spec(store: FeatureStore, config: Config, view: FeatureView) -> WriteSpec:
+def write_spec(store: FeatureStore, view: FeatureView) -> WriteSpec:
     """Where and how the executors write ``view``: Feast's table / key space, resolved here on the driver."""
     registered = registered_view(store, view)
     fields = {f.name: value_field(f.dtype.to_value_type().name) for f in registered.schema}
@@ -184,9 +184,9 @@ def write_spec(store: FeatureStore, config: Config, view: FeatureView) -> WriteS
     raise ConfigError(f"online store {type(repo.online_store).__name__} is not supported (sqlite, redis)")
 
 
-def write_online(latest: DataFrame, store: FeatureStore, config: Config, view: FeatureView) -> tuple[int, int]:
+def write_online(latest: DataFrame, store: FeatureStore, view: FeatureView) -> tuple[int, int]:
     """Write one row per entity from the executors; returns (rows offered, rows written)."""
-    spec = write_spec(store, config, view)
+    spec = write_spec(store, view)
     counts = (
         latest.mapInArrow(functools.partial(write_batches, spec=spec), COUNTS_DDL)
         .agg(F.coalesce(F.sum("rows"), F.lit(0)).alias("rows"), F.coalesce(F.sum("written"), F.lit(0)).alias("written"))

@@ -68,7 +68,7 @@ def latest_frame(spark: SparkSession, config: Config, start: Any, end: Any) -> D
 def interrupted_materialize(spark: SparkSession, config: Config, start: Any, end: Any) -> None:
     store = feature_store(config)
     apply(store, [VIEW], config)
-    spec = dataclasses.replace(write_spec(store, config, VIEW), transaction_rows=BATCH_ROWS)  # SQLite: 1 batch
+    spec = dataclasses.replace(write_spec(store, VIEW), transaction_rows=BATCH_ROWS)  # SQLite: 1 batch
     body = functools.partial(die_after_first_batch, spec=spec)
     previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH_ROWS))

@@ -85,7 +85,7 @@ def batch(*rows: tuple[str, datetime, datetime, float | None]) -> pa.RecordBatch
 def spec(config: Config) -> WriteSpec:
     store = feature_store(config)
     apply(store, [VIEW], config)
-    return write_spec(store, config, VIEW)
+    return write_spec(store, VIEW)
 
 
 def feasts_write(config: Config, data: pa.RecordBatch) -> None:
