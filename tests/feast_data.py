@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     BooleanType,
@@ -88,3 +89,12 @@ def feast_config(tmp: Path, online: OnlineStoreConfig, project: str | None = Non
         ),
         project_root=tmp,
     )
+
+
+def online_store_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A fresh Feast config whose online store is ``request.param``: "sqlite" (a file under
+    ``tmp_path``) or "redis" (the session's redis-server, a fresh key space)."""
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+        return feast_config(tmp_path, OnlineStoreConfig(type="redis", connection_string=redis.connection_string))
+    return feast_config(tmp_path, OnlineStoreConfig(type="sqlite", path=str(tmp_path / "online.db")))

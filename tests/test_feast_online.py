@@ -15,15 +15,23 @@ from spark_features.errors import ValidationError
 from spark_features.feast_provider import feature_store, repo_key
 from spark_features.online import get_online, materialize, push
 from spark_features.store import FeatureStoreSaveRepository
-from tests.feast_data import ENTITIES, FEATURES, T0, VIEW, feast_config, frame, latest, online_by_entity, sample_rows
+from tests.feast_data import (
+    ENTITIES,
+    FEATURES,
+    T0,
+    VIEW,
+    feast_config,
+    frame,
+    latest,
+    online_by_entity,
+    online_store_config,
+    sample_rows,
+)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    if request.param == "redis":
-        redis = request.getfixturevalue("redis_server")
-        return feast_config(tmp_path, OnlineStoreConfig(type="redis", connection_string=redis.connection_string))
-    return feast_config(tmp_path, OnlineStoreConfig(type="sqlite", path=str(tmp_path / "online.db")))
+    return online_store_config(request, tmp_path)
 
 
 def read_online(config: Config) -> dict[tuple[str, str], dict[str, Any]]:

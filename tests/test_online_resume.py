@@ -19,14 +19,24 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_features.config import Config, OnlineStoreConfig
+from spark_features.config import Config
 from spark_features.feast_provider import apply, feature_store
 from spark_features.fetch.latest import latest_per_entity
 from spark_features.online import COUNTS_DDL, materialize, push, write_spec
 from spark_features.online_writer import WriteSpec, write_batches
 from spark_features.store import FeatureStoreSaveRepository
 from spark_features.store.tables import read_table, table_uri
-from tests.feast_data import ENTITIES, FEATURES, T0, VIEW, feast_config, frame, latest, online_by_entity, sample_rows
+from tests.feast_data import (
+    ENTITIES,
+    FEATURES,
+    T0,
+    VIEW,
+    frame,
+    latest,
+    online_by_entity,
+    online_store_config,
+    sample_rows,
+)
 
 OLDER = (T0, T0 + timedelta(minutes=60))
 RECENT = (T0 + timedelta(minutes=60), T0 + timedelta(minutes=150))
@@ -36,10 +46,7 @@ CRASH_EXIT_CODE = 17
 
 @pytest.fixture(params=["sqlite", "redis"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    if request.param == "redis":
-        redis = request.getfixturevalue("redis_server")
-        return feast_config(tmp_path, OnlineStoreConfig(type="redis", connection_string=redis.connection_string))
-    return feast_config(tmp_path, OnlineStoreConfig(type="sqlite", path=str(tmp_path / "online.db")))
+    return online_store_config(request, tmp_path)
 
 
 def read_online(config: Config) -> dict[tuple[str, str], dict[str, Any]]:

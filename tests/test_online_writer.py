@@ -29,7 +29,7 @@ from spark_features.feast_provider import apply, feature_store, registered_view
 from spark_features.features.base import FeatureView
 from spark_features.online import get_online, write_spec
 from spark_features.online_writer import WriteSpec, make_writer, value_field, write_all
-from tests.feast_data import KEY_TYPES, feast_config
+from tests.feast_data import KEY_TYPES, feast_config, online_store_config
 
 VIEW = FeatureView(
     name="ticks",
@@ -154,10 +154,7 @@ def test_redis_hashes_equal_feasts_own_write(tmp_path: Path, redis_server: Any) 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        return feast_config(tmp_path, OnlineStoreConfig(type="redis", connection_string=server.connection_string))
-    return feast_config(tmp_path, OnlineStoreConfig(type="sqlite", path=str(tmp_path / "online.db")))
+    return online_store_config(request, tmp_path)
 
 
 def test_newest_row_wins_to_the_microsecond_and_by_created_time(config: Config) -> None:
