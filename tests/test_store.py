@@ -173,3 +173,17 @@ def test_s3a_root_round_trip_and_rewrite(spark: SparkSession, s3_server: S3Serve
     parquet = FeatureStoreSaveRepository(spark, root + "-pq", "parquet", S3Config(endpoint=s3_server.endpoint))
     parquet.write(VIEW, data)
     assert_df_equality(sort(stored(parquet)), sort(data), ignore_nullable=True)
+
+
+def test_write_releases_the_cache_it_took_and_keeps_the_callers(
+    repo: FeatureStoreSaveRepository, spark: SparkSession
+) -> None:
+    """A write caches its input for validation plus write; leaving it cached leaked one cached input
+    per write, chunk after chunk of a long backfill, until the driver ran out of heap."""
+    data = frame(spark, 1)
+    repo.write(VIEW, data)
+    assert not data.storageLevel.useMemory
+    cached = frame(spark, 1, price=5.0).cache()
+    repo.write(VIEW, cached)
+    assert cached.storageLevel.useMemory
+    cached.unpersist()

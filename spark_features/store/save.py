@@ -13,6 +13,7 @@ from spark_features.config import Config, S3Config
 from spark_features.errors import WriteConflictError
 from spark_features.features.base import FeatureView
 from spark_features.s3 import ensure_bucket, is_s3
+from spark_features.session import job_description
 from spark_features.store import tables
 from spark_features.timeutil import as_utc
 from spark_features.validation import check_rows, check_schema
@@ -78,9 +79,14 @@ class FeatureStoreSaveRepository:
         check_schema(view, df.schema)
         tables.check_version(view, tables.read_info(self.spark, uri), uri)
         bounds = (as_utc(start), as_utc(end)) if start is not None and end is not None else None
-        cached = df.persist(StorageLevel.MEMORY_AND_DISK) if not df.storageLevel.useMemory else df
+        # computed once, by the validation pass, and read again by the write; ``persist`` returns the
+        # same object, so whether to unpersist is remembered here
+        level = df.storageLevel
+        ours = not (level.useMemory or level.useDisk)  # a caller's own cache is used and left alone
+        if ours:
+            df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            stats = check_rows(view, cached, allow_empty=allow_empty or delete_range, bounds=bounds)
+            stats = check_rows(view, df, allow_empty=allow_empty or delete_range, bounds=bounds)
             if stats.rows == 0 and not (delete_range and bounds):
                 return WriteResult(view.name, view.version, uri, 0, None, None, run_id)
             if bounds is None:
@@ -95,10 +101,11 @@ class FeatureStoreSaveRepository:
                 "code_version": tables.code_version(),
                 "written_at": datetime.now(UTC).isoformat(),
             }
-            self._write(view, uri, cached, bounds, run)
+            with job_description(self.spark, f"spark_features: write {view.name} v{view.version}"):
+                self._write(view, uri, df, bounds, run)
         finally:
-            if cached is not df:
-                cached.unpersist()
+            if ours:
+                df.unpersist()
         return WriteResult(view.name, view.version, uri, stats.rows, bounds[0], bounds[1], run_id)
 
     def _write(
