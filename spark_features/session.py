@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -104,6 +106,19 @@ def build_session(config: Config) -> SparkSession:
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+@contextmanager
+def job_description(spark: SparkSession, text: str) -> Iterator[None]:
+    """Label the Spark jobs started inside (Spark UI, event logs), so a profile shows which step
+    of the engine each job belongs to."""
+    context = spark.sparkContext
+    previous = context.getLocalProperty("spark.job.description")
+    context.setLocalProperty("spark.job.description", text)
+    try:
+        yield
+    finally:
+        context.setLocalProperty("spark.job.description", previous)  # type: ignore[arg-type]  # None unsets
 
 
 def fetch_jars() -> None:

@@ -17,6 +17,7 @@ from pyspark.sql.types import DataType, DoubleType, FloatType, StructType, Times
 
 from spark_features.errors import ValidationError
 from spark_features.features.base import CREATED_TS, EVENT_TS, FeatureView
+from spark_features.session import job_description
 from spark_features.timeutil import from_micros, lit_ts, micros
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -108,17 +109,20 @@ def check_rows(
         outside = (F.col(EVENT_TS) < lit_ts(start)) | (F.col(EVENT_TS) >= lit_ts(end))
         rules[(EVENT_TS, f"outside the write range [{start.isoformat()}, {end.isoformat()})")] = outside
     flags = [F.count(F.when(cond, 1)).alias(f"r{i}") for i, cond in enumerate(rules.values())]
-    totals = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.min(micros(EVENT_TS)).alias("min_ts"),
-        F.max(micros(EVENT_TS)).alias("max_ts"),
-        *flags,
-    ).first()
+    label = f"spark_features: row rules of {view.name} v{view.version} (computes the input)"
+    with job_description(df.sparkSession, label):
+        totals = df.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.min(micros(EVENT_TS)).alias("min_ts"),
+            F.max(micros(EVENT_TS)).alias("max_ts"),
+            *flags,
+        ).first()
     assert totals is not None  # a global aggregate always returns one row
     if totals["rows"] == 0 and not allow_empty:
         raise ValidationError(view.name, "*", "empty DataFrame (pass allow_empty=True to accept)", 0, [])
     for i, ((column, rule), cond) in enumerate(rules.items()):
         if totals[f"r{i}"]:
             raise ValidationError(view.name, column, rule, totals[f"r{i}"], _samples(view, df.filter(cond)))
-    _check_duplicates(view, df)
+    with job_description(df.sparkSession, f"spark_features: duplicate check of {view.name} v{view.version}"):
+        _check_duplicates(view, df)
     return RowStats(int(totals["rows"]), from_micros(totals["min_ts"]), from_micros(totals["max_ts"]))

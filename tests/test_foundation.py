@@ -10,7 +10,7 @@ import pyspark
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_features.session import jvm_packages, spark_conf
+from spark_features.session import job_description, jvm_packages, spark_conf
 from tests.conftest import RedisServer, S3Server
 
 
@@ -58,3 +58,16 @@ def test_redis_round_trip(redis_server: RedisServer) -> None:
     assert client.get("spark_features:probe") == b"\x00value"
     with socket.create_connection((redis_server.host, redis_server.port)) as sock:
         assert sock.getpeername()[0] == "127.0.0.1"
+
+
+def test_job_description_nests_and_restores(spark: SparkSession) -> None:
+    def label() -> str | None:
+        return spark.sparkContext.getLocalProperty("spark.job.description")
+
+    outer = label()
+    with job_description(spark, "spark_features: write"):
+        assert label() == "spark_features: write"
+        with job_description(spark, "spark_features: duplicate check"):
+            assert label() == "spark_features: duplicate check"
+        assert label() == "spark_features: write"
+    assert label() == outer
