@@ -15,12 +15,11 @@ from spark_features.config import Config
 from spark_features.errors import DefinitionError
 from spark_features.features import DEFAULT_TIMEFRAMES, get_features
 from spark_features.features.bars import generate_bars
-from spark_features.features.base import EVENT_TS, FeatureView
+from spark_features.features.base import EVENT_DATE, FeatureView
 from spark_features.ingest import ingest
 from spark_features.store import FeatureStoreSaveRepository
 from spark_features.store.sources import read_input, write_bars
 from spark_features.store.tables import read_table, table_uri
-from spark_features.timeutil import from_micros, micros
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,12 @@ def ingest_file(
 
 
 def view_summary(spark: SparkSession, config: Config, view: FeatureView) -> dict[str, Any]:
-    """Rows, event-time range, version and location of a stored view (one aggregate job)."""
+    """Rows, event-date range, version and location of a stored view. For Delta the aggregate is
+    answered from the transaction log (row counts and partition values), without reading data files."""
     uri = table_uri(config.offline_root, view.name, view.version)
     stats = (
         read_table(spark, uri)
-        .agg(F.count(F.lit(1)).alias("rows"), F.min(micros(EVENT_TS)).alias("lo"), F.max(micros(EVENT_TS)).alias("hi"))
+        .agg(F.count("*").alias("rows"), F.min(EVENT_DATE).alias("first"), F.max(EVENT_DATE).alias("last"))
         .first()
     )
     assert stats is not None
@@ -93,8 +93,8 @@ def view_summary(spark: SparkSession, config: Config, view: FeatureView) -> dict
         "version": view.version,
         "definition_hash": view.definition_hash,
         "rows": stats["rows"],
-        "first": str(from_micros(stats["lo"])),
-        "last": str(from_micros(stats["hi"])),
+        "first_date": str(stats["first"]),
+        "last_date": str(stats["last"]),
         "location": uri,
     }
 

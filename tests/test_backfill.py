@@ -56,6 +56,10 @@ def test_chunked_backfill_equals_one_shot_and_resumes(spark: SparkSession, tmp_p
     start, end = D0 + DAY, D0 + 3 * DAY
     first = run_backfill(spark, chunked, start, end, chunk="1d")
     assert (first["chunks"], first["chunks_skipped"]) == (2, 0)
+    last_day = (end - timedelta(microseconds=1)).date()
+    for summary in first["views"]:  # answered from the Delta log: must equal the data
+        assert summary["rows"] == stored(spark, tmp_path / "chunked", summary["view"]).count()  # type: ignore[attr-defined]
+        assert (summary["first_date"], summary["last_date"]) == (str(start.date()), str(last_day))
     run_backfill(spark, one_shot, start, end, chunk="30d")
     for feature in ALL_FEATURES:
         a = stored(spark, tmp_path / "chunked", feature.name)
