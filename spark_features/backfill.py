@@ -55,13 +55,6 @@ def features_in_range(
     return {f.name: f.run({"bars": series}).filter(in_range) for f in features}
 
 
-def compute_range(
-    bars: DataFrame, features: Sequence[BaseFeature], timeframes: Sequence[str], start: datetime, end: datetime
-) -> dict[str, DataFrame]:
-    """Feature DataFrames for ``[start, end)`` from 1-minute ``bars`` that include the needed lookback."""
-    return features_in_range(bar_series(bars, timeframes), features, start, end)
-
-
 @dataclass(frozen=True)
 class ChunkResult:
     start: datetime
