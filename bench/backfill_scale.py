@@ -166,6 +166,11 @@ def spark_config(workdir: Path, root: str, args: argparse.Namespace) -> Any:
     from spark_features.config import Config, OfflineConfig, SourcesConfig, SparkConfig
 
     extra = {"spark.driver.memory": args.driver_memory} if args.driver_memory else {}
+    if args.profile:  # a Spark event log, for the job-time table (bench/profile_jobs.py)
+        events = Path(root).parent / "events"
+        events.mkdir(parents=True, exist_ok=True)
+        extra |= {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(),
+                  "spark.eventLog.compress": "false"}  # fmt: skip
     return Config(
         spark=SparkConfig(master="local[2]", shuffle_partitions=args.shuffle_partitions, extra=extra),
         offline=OfflineConfig(root=root),
@@ -210,6 +215,7 @@ def worker_backfill(args: argparse.Namespace) -> dict[str, Any]:
     run_backfill(spark, warm, D0, D0 + timedelta(days=1), chunk="1d")  # JIT and Python imports, untimed
     jobs_before = job_count(spark)
     profiler = cProfile.Profile() if args.profile else None
+    since_ms = int(time.time() * 1000)
     began, cpu_began = time.perf_counter(), tree_cpu_seconds()
     if profiler:
         profiler.enable()
@@ -217,16 +223,21 @@ def worker_backfill(args: argparse.Namespace) -> dict[str, Any]:
     if profiler:
         profiler.disable()
     seconds, cpu_seconds = time.perf_counter() - began, tree_cpu_seconds() - cpu_began
+    jobs = job_count(spark) - jobs_before
     if profiler:
         profiler.dump_stats(str(Path(args.root).parent / f"profile_{args.days}d.pstats"))
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(r"spark_features|delta", 40)
+        spark.stop()  # flushes the event log
+        from profile_jobs import job_seconds, table
+
+        print(table(job_seconds(Path(args.root).parent / "events", since_ms)), file=sys.stderr)
     return {
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 1),
         "chunk_seconds": summary["seconds"],
         "chunks": summary["chunks"],
         "rows_written": summary["rows_written"],
-        "spark_jobs": job_count(spark) - jobs_before,
+        "spark_jobs": jobs,
     }
 
 
@@ -342,6 +353,7 @@ def main() -> None:
     parser.add_argument("--no-seed", action="store_true", help="skip the pandas predecessor")
     parser.add_argument("--profile", action="store_true", help="cProfile the driver side of each backfill")
     parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--largest-first", action="store_true", help="run the largest size first")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "backfill_scale.json")
     parser.add_argument("--worker", choices=["generate", "backfill"], help=argparse.SUPPRESS)
@@ -362,7 +374,8 @@ def main() -> None:
         if gen.status != "ok":
             raise SystemExit(f"generating bars failed ({gen.status})")
         print(f"generated {sizes[-1].rows:,} bars in {gen.result['seconds']:.1f}s", flush=True)
-        rows = [run_size(args, size, check=i == 0) for i, size in enumerate(sizes)]
+        order = sizes[::-1] if args.largest_first else sizes
+        rows = sorted((run_size(args, size, check=size == sizes[0]) for size in order), key=lambda r: r["rows"])
     finally:
         if own_workdir and not args.keep_data:
             shutil.rmtree(args.workdir, ignore_errors=True)
