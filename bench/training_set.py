@@ -226,7 +226,8 @@ def main() -> None:
         for case in [c for c in cases(args.quick) if c.name in args.cases.split(",")]:
             row = results[case.name] = run_case(spark, workdir, case, args)
             ours, scan, feast = row["ours"], row["scan"], row["feast"]
-            feast_text = f"{feast:.1f}s" if feast else f"did not finish in {args.feast_timeout:.0f}s"
+            unfinished = f"did not finish in {args.feast_timeout:.0f}s"
+            feast_text = "not run" if args.no_feast else f"{feast:.1f}s" if feast else unfinished
             speedup = (
                 "n/a" if args.no_feast else f"{feast / ours:.1f}x" if feast else f">{args.feast_timeout / ours:.0f}x"
             )
