@@ -14,7 +14,7 @@ lint: setup
 	.venv/bin/ruff check spark_features tests jobs bench feature_repo
 	.venv/bin/mypy spark_features
 
-# Every benchmark at reduced sizes (about 30 minutes on an idle 2-core machine; BENCHMARKS.md gives
+# Every benchmark at reduced sizes (21 minutes on an idle 2-core machine; BENCHMARKS.md gives
 # the full-size commands). Each one's output goes to bench/out/NAME.log and its RESULT line to
 # bench/out/RESULTS.txt, printed at the end; a failing benchmark is recorded and fails the target.
 # bench/results/ holds the recorded full-size figures and plots, which this target leaves alone.

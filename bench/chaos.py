@@ -308,7 +308,7 @@ def kill_cycles(
 def working_seconds(command: list[str], log: Path, timeout: float = 900) -> float:
     """Run the backfill to completion as a separate driver, like the victims, and return the time from
     its plan to its exit: the span kill delays are drawn from, so a kill can land anywhere in a run
-    (timed in-process, the warm session took a third of that and kills landed only early)."""
+    (a run in the warm in-process session skips the cold start of the victims' first chunk)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         run = subprocess.Popen(command, env=job_env(), stdout=out, stderr=subprocess.STDOUT)
