@@ -40,7 +40,8 @@ from spark_features.feast_provider import (
 )
 from spark_features.features.base import EVENT_DATE, FeatureView, parse_feast_name
 from spark_features.fetch.latest import latest_per_entity
-from spark_features.online_writer import WriteSpec, value_field, write_batches
+from spark_features.online_encoding import value_field
+from spark_features.online_writer import WriteSpec, write_batches
 from spark_features.store import tables
 from spark_features.timeutil import as_utc
 from spark_features.validation import check_rows, check_schema

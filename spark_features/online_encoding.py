@@ -44,6 +44,7 @@ _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 _WIRE = {"double_val": _FIXED64, "float_val": _FIXED32, "string_val": _LENGTH, "bytes_val": _LENGTH}
 EMPTY = pa.scalar(b"", pa.binary())
 MICROS = 1_000_000
+EVENT_TS, CREATED_TS = "event_timestamp", "created_timestamp"
 
 
 class UnsupportedValueError(TypeError):
@@ -207,3 +208,20 @@ def list_values(column: pa.Array, field: str) -> list[bytes]:
             value = [int(t.timestamp()) for t in value]
         out.append(Value_pb2.Value(**{field: wrap(val=value)}).SerializeToString())
     return out
+
+
+def value_field(value_type: str) -> str:
+    """The ``Value`` proto field of a Feast value type name (``DOUBLE`` -> ``double_val``,
+    ``DOUBLE_LIST`` -> ``double_list_val``)."""
+    return f"{value_type.lower()}_val"
+
+
+def feature_values(batch: pa.RecordBatch, name: str, field: str) -> list[bytes]:
+    column = batch.column(name)
+    if field.endswith("_list_val"):
+        return list_values(column, field)
+    return value_bytes(column, field).to_pylist()  # type: ignore[no-any-return]
+
+
+def created_micros(batch: pa.RecordBatch, has_created_timestamp: bool) -> np.ndarray | None:
+    return epoch_micros(batch.column(CREATED_TS)) if has_created_timestamp else None

@@ -15,35 +15,33 @@ Newer values win, to the microsecond, and an equal event time is decided by the 
   ``sf_event_us``/``sf_created_us``, added to Feast's table (Feast reads and writes named columns only),
   keep the exact times. A trigger refuses older rows (at Feast's one-second resolution) from any other
   writer, Feast's own ``materialize`` included.
-- Redis: a Lua script per chunk of entities compares the stored ``_ts:<view>`` Timestamp (and our
-  ``_created_us:<view>`` field) with the new one and ``HSET``s only newer rows; chunks are pipelined.
+- Redis (``online_redis``): a Lua script per chunk of entities compares the stored ``_ts:<view>``
+  Timestamp (and our ``_created_us:<view>`` field) with the new one and ``HSET``s only newer rows;
+  chunks are pipelined.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import redis
 
 from spark_features.errors import ConfigError, FeatureNotFoundError
 from spark_features.online_encoding import (
+    EVENT_TS,
+    created_micros,
     entity_keys,
     epoch_micros,
-    list_values,
+    feature_values,
     sqlite_seconds,
-    timestamp_protos,
-    value_bytes,
     value_texts,
 )
+from spark_features.online_redis import RedisWriter
 
-EVENT_TS, CREATED_TS = "event_timestamp", "created_timestamp"
 SQLITE_BUSY_SECONDS = 300.0
 # Entities per SQLite transaction: each commit rewrites (and journals) every B-tree page it touched, so
 # fewer, larger sorted transactions cost ~2.5x less per row than one per 10k-row Arrow batch.
@@ -51,7 +49,6 @@ SQLITE_TRANSACTION_ROWS = 100_000
 # Page cache per connection: a 100k-entity transaction touches tens of MiB of B-tree pages; with
 # SQLite's default 2 MiB they are evicted and re-read within the transaction.
 SQLITE_CACHE_KIB = 256 * 1024
-REDIS_CHUNK = 1_000  # entities per script call: bounds how long one call blocks the server
 NO_CREATED = -(2**63)  # sorts a row without created_timestamp before any row with one
 COUNTS = pa.schema([("rows", pa.int64()), ("written", pa.int64())])
 
@@ -74,23 +71,6 @@ class WriteSpec:
     has_created_timestamp: bool
     redis_fields: tuple[bytes, ...] = ()
     transaction_rows: int = SQLITE_TRANSACTION_ROWS
-
-
-def value_field(value_type: str) -> str:
-    """The ``Value`` proto field of a Feast value type name (``DOUBLE`` -> ``double_val``,
-    ``DOUBLE_LIST`` -> ``double_list_val``)."""
-    return f"{value_type.lower()}_val"
-
-
-def feature_values(batch: pa.RecordBatch, name: str, field: str) -> list[bytes]:
-    column = batch.column(name)
-    if field.endswith("_list_val"):
-        return list_values(column, field)
-    return value_bytes(column, field).to_pylist()  # type: ignore[no-any-return]
-
-
-def created_micros(batch: pa.RecordBatch, spec: WriteSpec) -> np.ndarray | None:
-    return epoch_micros(batch.column(CREATED_TS)) if spec.has_created_timestamp else None
 
 
 class SqliteWriter:
@@ -139,7 +119,7 @@ class SqliteWriter:
         batch, keys = batch.take(order), keys.take(order)
         event_us = epoch_micros(batch.column(EVENT_TS))
         events, exact_events = sqlite_seconds(event_us).tolist(), event_us.tolist()
-        created_us = created_micros(batch, self.spec)
+        created_us = created_micros(batch, self.spec.has_created_timestamp)
         created = [None] * batch.num_rows if created_us is None else sqlite_seconds(created_us).tolist()
         exact_created = [None] * batch.num_rows if created_us is None else created_us.tolist()
         columns = [keys.to_pylist(), None, None, None, events, created, exact_events, exact_created]
@@ -179,121 +159,6 @@ def _add_column(conn: sqlite3.Connection, table: str, column: str) -> None:
     except sqlite3.OperationalError as exc:  # another worker added it first
         if "duplicate column name" not in str(exc).lower():
             raise
-
-
-# KEYS: entity hashes. ARGV: ts field, created field ('' if the view has none), feature count, feature
-# fields, then per entity: Timestamp proto, [created microseconds], feature values. Returns rows written.
-NEWER_WINS_LUA = """
-local function varint(s, pos)
-  local groups, n = {}, 0
-  repeat
-    local b = string.byte(s, pos)
-    pos, n = pos + 1, n + 1
-    groups[n] = b % 128
-  until b < 128
-  local value, scale = 0, 1
-  if n == 10 then -- a negative int64: two's complement
-    for i = 1, 9 do value = value + (127 - groups[i]) * scale; scale = scale * 128 end
-    return -(value + 1), pos
-  end
-  for i = 1, n do value = value + groups[i] * scale; scale = scale * 128 end
-  return value, pos
-end
-local function seconds_nanos(proto)
-  local fields, pos = {0, 0}, 1
-  while pos <= #proto do
-    local tag = string.byte(proto, pos)
-    local value
-    value, pos = varint(proto, pos + 1)
-    fields[tag / 8] = value
-  end
-  return fields[1], fields[2]
-end
-local ts_field, created_field, features = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local has_created = created_field ~= ''
-local per = 1 + features + (has_created and 1 or 0)
-local base = 3 + features
-local written = 0
-for i, key in ipairs(KEYS) do
-  local at = base + (i - 1) * per
-  local new_ts = ARGV[at + 1]
-  local stored = redis.call('HGET', key, ts_field)
-  local newer = true
-  if stored then
-    local s1, n1 = seconds_nanos(new_ts)
-    local s0, n0 = seconds_nanos(stored)
-    if s1 ~= s0 then newer = s1 > s0 elseif n1 ~= n0 then newer = n1 > n0
-    elseif has_created then
-      local old_created = redis.call('HGET', key, created_field)
-      newer = not old_created or tonumber(ARGV[at + 2]) >= tonumber(old_created)
-    end
-  end
-  if newer then
-    local args = {ts_field, new_ts}
-    local first = at + 1 + (has_created and 1 or 0)
-    for j = 1, features do args[#args + 1] = ARGV[3 + j]; args[#args + 1] = ARGV[first + j] end
-    if has_created then args[#args + 1] = created_field; args[#args + 1] = ARGV[at + 2] end
-    redis.call('HSET', key, unpack(args))
-    written = written + 1
-  end
-end
-return written
-"""
-
-
-def redis_client(connection_string: str) -> redis.Redis:
-    """A client for Feast's ``host:port[,key=value...]`` connection string (Feast's own parsing)."""
-    parts = connection_string.split(",")
-    host, _, port = next(p for p in parts if "=" not in p).partition(":")
-    options: dict[str, Any] = {}
-    for part in parts:
-        if "=" in part:
-            key, value = part.split("=", 1)
-            try:
-                options[key] = json.loads(value)
-            except json.JSONDecodeError:
-                options[key] = value
-    return redis.Redis(host=host, port=int(port or 6379), **options)
-
-
-class RedisWriter:
-    """Newer-wins ``HSET``s of pre-encoded fields, by a pipelined Lua script (see the module docstring)."""
-
-    def __init__(self, spec: WriteSpec) -> None:
-        self.spec = spec
-        self.group_rows = 0  # each Arrow batch is one pipeline
-        self.client = redis_client(spec.target)
-        self.script = self.client.register_script(NEWER_WINS_LUA)
-        created = f"_created_us:{spec.table}" if spec.has_created_timestamp else ""
-        self.head: list[Any] = [f"_ts:{spec.table}", created, len(spec.features), *spec.redis_fields]
-
-    def prepare(self) -> None:
-        """Nothing to set up: the script is loaded by the first pipeline that needs it."""
-
-    def arguments(self, batch: pa.RecordBatch) -> tuple[list[bytes], list[Any]]:
-        """Entity hash keys and, per entity, its script arguments (flattened, in entity order)."""
-        keys = entity_keys(batch, self.spec.keys, self.spec.project.encode("utf8")).to_pylist()
-        columns = [timestamp_protos(epoch_micros(batch.column(EVENT_TS))).to_pylist()]
-        created_us = created_micros(batch, self.spec)
-        if created_us is not None:
-            columns.append(pc.cast(pa.array(created_us), pa.string()).to_pylist())
-        columns += [feature_values(batch, name, field) for name, field in self.spec.features]
-        flat: list[Any] = [None] * (batch.num_rows * len(columns))
-        for j, column in enumerate(columns):
-            flat[j :: len(columns)] = column
-        return keys, flat
-
-    def write(self, batch: pa.RecordBatch) -> int:
-        """Write one batch; returns the entities whose rows were newer and written."""
-        if batch.num_rows == 0:
-            return 0
-        keys, flat = self.arguments(batch)
-        per = len(flat) // len(keys)
-        with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(keys), REDIS_CHUNK):
-                end = start + REDIS_CHUNK
-                self.script(keys=keys[start:end], args=self.head + flat[start * per : end * per], client=pipe)
-            return sum(pipe.execute())
 
 
 Writer = SqliteWriter | RedisWriter

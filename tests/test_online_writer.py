@@ -28,7 +28,8 @@ from spark_features.config import Config, OnlineStoreConfig
 from spark_features.feast_provider import apply, feature_store, registered_view
 from spark_features.features.base import FeatureView
 from spark_features.online import get_online, write_spec
-from spark_features.online_writer import WriteSpec, make_writer, value_field, write_all
+from spark_features.online_encoding import value_field
+from spark_features.online_writer import WriteSpec, make_writer, write_all
 from tests.feast_data import KEY_TYPES, feast_config, online_store_config
 
 VIEW = FeatureView(
