@@ -3,7 +3,9 @@
 Generates bar-like feature rows (1-minute bars, or for the skewed case 2 of 100 symbols holding 80%
 of the rows) and entity rows at random microsecond times, stores them once (Delta, through the save
 repository), then per case times three things in one process and one ``local[2]`` session:
-the floor (a plain scan of the same inputs) and ours, each the fastest of ``--repeat`` runs, and
+the floor (a plain scan of the same inputs), the same scan with both inputs hash-partitioned by the
+join key (``colocate``: the shuffle any exact as-of join without driver collection must do, since
+the stored table is not partitioned by key) and ours, each the fastest of ``--repeat`` runs, and
 Feast's ``get_historical_features`` (once; a small warm-up case runs all three first). Each is
 forced by the same order-independent fingerprint aggregate (row count + sum of per-row hashes over
 every column and null flag), which also checks that ours and Feast's results are equal.
@@ -190,8 +192,12 @@ def run_case(spark: SparkSession, workdir: Path, case: Case, args: argparse.Name
     refs = [f"{view.feast_name}:{f}" for f in FEATURES.fieldNames()]
     repo = FeatureStoreFetchRepository(spark, root)
     scans = [timed(partial(lambda t, e: (fingerprint(t), fingerprint(e)), table, entity)) for _ in range(args.repeat)]
+    n = args.shuffle_partitions
+    moved = (table.repartition(n, "symbol"), entity.repartition(n, "symbol"))
+    colocates = [timed(partial(lambda t, e: (fingerprint(t), fingerprint(e)), *moved)) for _ in range(args.repeat)]
     ours = [timed(partial(lambda e, f: fingerprint(repo.training_set(e, f)), entity, refs)) for _ in range(args.repeat)]
     row: dict[str, Any] = {"scan": min(t for t, _ in scans), "ours": min(t for t, _ in ours), "feast": None}
+    row["colocate"] = min(t for t, _ in colocates)
     row.update(rows=ours[0][1][0], equal=None)
     if not args.no_feast:
         store = feast_store(spark, workdir / case.name, root, [view])
@@ -234,7 +240,8 @@ def main() -> None:
             print(
                 f"case {case.name}: {case.symbols} symbols x {case.rows_per_symbol} rows, {case.entities} entity rows, "
                 f"ttl={case.ttl}, hot_share={case.hot_share}: rows={row['rows']} scan {scan:.2f}s ours {ours:.2f}s "
-                f"feast {feast_text} speedup {speedup} floor_ratio {ours / scan:.2f} equal={row['equal']}",
+                f"feast {feast_text} speedup {speedup} floor_ratio {ours / scan:.2f} equal={row['equal']} "
+                f"colocate {row['colocate']:.2f}s ({row['colocate'] / scan:.2f}x scan)",
                 flush=True,
             )
     finally:
