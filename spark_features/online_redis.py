@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 REDIS_CHUNK = 1_000  # entities per script call: bounds how long one call blocks the server
 
-
 # KEYS: entity hashes. ARGV: ts field, created field ('' if the view has none), feature count, feature
 # fields, then per entity: Timestamp proto, [created microseconds], feature values. Returns rows written.
 NEWER_WINS_LUA = """
