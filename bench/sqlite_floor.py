@@ -1,10 +1,10 @@
 """SQLite's own insert cost for Feast's online table: the lower bound of any SQLite materialize.
 
-Builds Feast's SQLite table (its DDL: row table, primary key and entity-key index), encodes
-``--entities`` entities x 2 double features with the engine's writer (``SqliteWriter.rows``, untimed),
-then times only the newer-wins upserts, sorted, ``SQLITE_TRANSACTION_ROWS`` entities per
+Lets Feast create its SQLite table for ``bench/materialize.py``'s view (``feast_provider.apply``),
+encodes ``--entities`` entities x 2 double features with the engine's writer (``SqliteWriter.rows``,
+untimed), then times only the newer-wins upserts, ``SQLITE_TRANSACTION_ROWS`` entities per
 transaction, from one process, in entity-key order (the cheapest order for the B-tree). No Spark, no
-Feast, no reading: what remains is SQLite.
+reading, no encoding: what remains is SQLite.
 Last line: ``RESULT sqlite_insert_seconds=<s> entities_per_second=<n>``.
 
     .venv/bin/python bench/sqlite_floor.py [--entities 1000000]
@@ -13,21 +13,18 @@ Last line: ``RESULT sqlite_insert_seconds=<s> entities_per_second=<n>``.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from materialize import VIEW, config
 
-from spark_features.online_writer import SqliteWriter, WriteSpec
-
-FEAST_DDL = (
-    "CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, vector_value BLOB, "
-    "event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name))",
-    "CREATE INDEX t_ek ON t (entity_key)",
-)
+from spark_features.config import OnlineStoreConfig
+from spark_features.feast_provider import apply, feature_store
+from spark_features.online import write_spec
+from spark_features.online_writer import SqliteWriter
 
 
 def main() -> None:
@@ -36,13 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     n = args.entities
     with tempfile.TemporaryDirectory(prefix="bench_sqlite_") as tmp:
-        path = str(Path(tmp) / "online.db")
-        with sqlite3.connect(path) as conn:
-            for statement in FEAST_DDL:
-                conn.execute(statement)
-        keys = (("symbol", "string_val"), ("timeframe", "string_val"))
-        features = (("f1", "double_val"), ("f2", "double_val"))
-        writer = SqliteWriter(WriteSpec("sqlite", path, "bench", "t", keys, features, False))
+        work = Path(tmp)
+        cfg = config(work, "floor", OnlineStoreConfig(type="sqlite", path=str(work / "online.db")))
+        store = feature_store(cfg)
+        apply(store, [VIEW], cfg)
+        writer = SqliteWriter(write_spec(store, VIEW))
         writer.prepare()
         rng = np.random.default_rng(0)
         batch = pa.RecordBatch.from_pydict(
@@ -63,7 +58,7 @@ def main() -> None:
             writer.conn.execute("COMMIT")
         seconds = time.perf_counter() - began
         writer.conn.close()
-    print(f"{n} entities x {len(features)} features, {len(groups)} transactions: {seconds:.2f}s")
+    print(f"{n} entities x {len(VIEW.features.fields)} features, {len(groups)} transactions: {seconds:.2f}s")
     print(f"RESULT sqlite_insert_seconds={seconds:.2f} entities_per_second={n / seconds:.0f}")
 
 

@@ -2,7 +2,7 @@
 
 Generates bar-like feature rows (1-minute bars, or for the skewed case 2 of 100 symbols holding 80%
 of the rows) and entity rows at random microsecond times, stores them once (Delta, through the save
-repository), then per case times three things in one process and one ``local[2]`` session:
+repository), then per case times four things in one process and one ``local[2]`` session:
 the floor (a plain scan of the same inputs), the same scan with both inputs hash-partitioned by the
 join key (``colocate``: the shuffle any exact as-of join without driver collection must do, since
 the stored table is not partitioned by key) and ours, each the fastest of ``--repeat`` runs, and
@@ -193,11 +193,15 @@ def run_case(spark: SparkSession, workdir: Path, case: Case, args: argparse.Name
     repo = FeatureStoreFetchRepository(spark, root)
     scans = [timed(partial(lambda t, e: (fingerprint(t), fingerprint(e)), table, entity)) for _ in range(args.repeat)]
     n = args.shuffle_partitions
-    moved = (table.repartition(n, "symbol"), entity.repartition(n, "symbol"))
+    moved = (table.repartition(n, *KEYS.fieldNames()), entity.repartition(n, *KEYS.fieldNames()))
     colocates = [timed(partial(lambda t, e: (fingerprint(t), fingerprint(e)), *moved)) for _ in range(args.repeat)]
     ours = [timed(partial(lambda e, f: fingerprint(repo.training_set(e, f)), entity, refs)) for _ in range(args.repeat)]
-    row: dict[str, Any] = {"scan": min(t for t, _ in scans), "ours": min(t for t, _ in ours), "feast": None}
-    row["colocate"] = min(t for t, _ in colocates)
+    row: dict[str, Any] = {
+        "scan": min(t for t, _ in scans),
+        "colocate": min(t for t, _ in colocates),
+        "ours": min(t for t, _ in ours),
+        "feast": None,
+    }
     row.update(rows=ours[0][1][0], equal=None)
     if not args.no_feast:
         store = feast_store(spark, workdir / case.name, root, [view])
